@@ -1,0 +1,1 @@
+"""The local HTTP surface for clerks, auditors and admins: JSON API and OpenAPI document."""

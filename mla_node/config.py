@@ -1,0 +1,169 @@
+"""The one configuration object of a node, read from TOML.
+
+Every setting is documented here (its ``description``) and in docs/configuration.md; a test keeps
+the two in step. A bad file fails at start-up with the dotted path of the bad key. Relative paths
+are resolved against the directory holding the config file, so a node's folder can be moved whole.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mla_node.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSection(_Section):
+    state: str = Field(
+        description="ISO 3166 alpha-2 code of the state this node serves, e.g. AR.",
+        pattern=r"^[A-Z]{2}$",
+    )
+    authority_name: str = Field(
+        description="Name of the central authority that runs the node.", max_length=200
+    )
+    database: Path = Field(Path("node.db"), description="SQLite database file.")
+
+
+class ClerkApiSection(_Section):
+    host: str = Field("127.0.0.1", description="Address the clerk API and web pages listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the clerk API (0: any free).")
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest request body the clerk API reads (bytes)."
+    )
+
+
+class PeerSection(_Section):
+    host: str = Field("127.0.0.1", description="Address the mutual-TLS peer endpoint listens on.")
+    port: int = Field(8443, ge=0, le=65535, description="Port of the peer endpoint.")
+
+
+class KeysSection(_Section):
+    dir: Path = Field(
+        Path("keys"),
+        description="Folder with this node's private keys (mode 0600) and TLS certificate.",
+    )
+    trust_root: Path = Field(
+        Path("trust-root.json"), description="The network's trust root (root keys and TLS CA)."
+    )
+    directory: Path = Field(
+        Path("directory.bin"),
+        description="The signed directory file; a newer version placed here is picked up live.",
+    )
+
+
+class DeliverySection(_Section):
+    initial_backoff_s: float = Field(
+        0.5, gt=0, description="First retry delay after a failed delivery (seconds)."
+    )
+    max_backoff_s: float = Field(
+        300.0, gt=0, description="Longest delay between two delivery attempts (seconds)."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Time allowed for one delivery attempt (seconds)."
+    )
+    max_in_flight: int = Field(
+        16, ge=1, le=256, description="Envelopes sent to one peer at the same time."
+    )
+    max_age_s: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        description="Oldest envelope accepted (seconds since its creation); replays of older "
+        "ones are refused as stale.",
+    )
+    max_future_skew_s: int = Field(
+        300, ge=0, description="How far in the future an envelope's creation time may be."
+    )
+    directory_poll_s: float = Field(
+        5.0, gt=0, description="How often the directory file is checked for a newer version."
+    )
+
+
+class NodeConfig(_Section):
+    node: NodeSection
+    clerk_api: ClerkApiSection = ClerkApiSection()
+    peer: PeerSection = PeerSection()
+    keys: KeysSection = KeysSection()
+    delivery: DeliverySection = DeliverySection()
+    base_dir: Path = Field(
+        Path("."), exclude=True, description="Folder relative paths are resolved against."
+    )
+
+    def path(self, relative: Path) -> Path:
+        return relative if relative.is_absolute() else self.base_dir / relative
+
+    @property
+    def database_path(self) -> Path:
+        return self.path(self.node.database)
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.path(self.keys.dir)
+
+    @property
+    def trust_root_path(self) -> Path:
+        return self.path(self.keys.trust_root)
+
+    @property
+    def directory_path(self) -> Path:
+        return self.path(self.keys.directory)
+
+
+def parse_config(data: dict[str, Any], base_dir: Path) -> NodeConfig:
+    try:
+        return NodeConfig.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{where}: {first['msg']}", field=where) from exc
+
+
+def load_config(path: Path) -> NodeConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}", field=str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", field=str(path)) from exc
+    return parse_config(data, path.resolve().parent)
+
+
+def render_config(config: NodeConfig) -> str:
+    """TOML text for a config (written by `node init` and `network up`)."""
+    lines: list[str] = []
+    for section_name, section in config:
+        if not isinstance(section, BaseModel):
+            continue
+        lines.append(f"[{section_name}]")
+        for key, value in section:
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def documented_settings() -> dict[str, str]:
+    """Every setting's dotted name and description, for the docs test."""
+    out: dict[str, str] = {}
+    for section_name, field in NodeConfig.model_fields.items():
+        if field.exclude:
+            continue
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for key, sub in model.model_fields.items():
+            out[f"{section_name}.{key}"] = sub.description or ""
+    return out

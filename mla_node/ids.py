@@ -1,0 +1,28 @@
+"""ULIDs: 48-bit millisecond time and 80 random bits in Crockford base32.
+
+Sortable by creation time, so ``ORDER BY id`` is the order things happened in and ids serve as
+pagination cursors; unguessable, so knowing one request's id tells nothing about another's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+ULID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def encode_ulid(ms: int, randomness: bytes) -> str:
+    if not 0 <= ms < 1 << 48 or len(randomness) != 10:
+        raise ValueError("a ULID needs a 48-bit time and 10 random bytes")
+    value = (ms << 80) | int.from_bytes(randomness, "big")
+    return "".join(_ALPHABET[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def new_ulid(ms: int) -> str:
+    return encode_ulid(ms, os.urandom(10))
+
+
+def is_ulid(value: str) -> bool:
+    return bool(ULID_PATTERN.match(value))

@@ -1,0 +1,1 @@
+"""The pure core of mla_node: forms, envelopes, receipts, directory and evidence, without I/O."""

@@ -1,0 +1,325 @@
+"""The signed, versioned, expiring directory of the network's nodes, and the trust root.
+
+The network authority signs the directory with its root key. A node trusts nothing about a peer
+(endpoint, keys, TLS certificate, accepted suites) that is not in a directory it verified here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from mla_node.errors import (
+    DirectoryBadSignature,
+    DirectoryExpired,
+    DirectoryMalformed,
+    DirectoryRollback,
+)
+from mla_node.protocol import codec
+from mla_node.protocol.keys import SIGNING_ALG, SigningKey, Suite, key_id
+from mla_node.protocol.signed import open_signed, sign_object
+
+DIRECTORY_VERSION = 1
+TRUST_ROOT_FORMAT = "mla-node-trust-root/1"
+OAS_STATES = frozenset(
+    [
+        "AG",
+        "AR",
+        "BS",
+        "BB",
+        "BZ",
+        "BO",
+        "BR",
+        "CA",
+        "CL",
+        "CO",
+        "CR",
+        "CU",
+        "DM",
+        "DO",
+        "EC",
+        "SV",
+        "GD",
+        "GT",
+        "GY",
+        "HT",
+        "HN",
+        "JM",
+        "MX",
+        "NI",
+        "PA",
+        "PY",
+        "PE",
+        "KN",
+        "LC",
+        "VC",
+        "SR",
+        "TT",
+        "US",
+        "UY",
+        "VE",
+    ]
+)
+KEY_USES = frozenset({"sign", "encrypt"})
+_ED25519_LEN = 32
+
+
+class KeyProblem(StrEnum):
+    UNKNOWN = "unknown"
+    NOT_VALID = "not_valid"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    kid: str
+    use: str  # "sign" or "encrypt"
+    alg: str  # "ed25519" or a Suite value
+    public: bytes
+    not_before: int  # ms since the epoch, UTC
+    not_after: int
+
+    def as_map(self) -> dict[str, Any]:
+        return {
+            "kid": self.kid,
+            "use": self.use,
+            "alg": self.alg,
+            "public": self.public,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+        }
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    state: str
+    authority: str  # the central authority's name
+    endpoint: str  # https URL of the peer endpoint
+    suites: tuple[str, ...]
+    tls_cert_sha256: str  # "sha256:<hex>" of the DER certificate the node presents
+    tls_cert_der: bytes
+    keys: tuple[KeyEntry, ...]
+
+    def as_map(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "authority": self.authority,
+            "endpoint": self.endpoint,
+            "suites": list(self.suites),
+            "tls_cert_sha256": self.tls_cert_sha256,
+            "tls_cert": self.tls_cert_der,
+            "keys": [k.as_map() for k in self.keys],
+        }
+
+
+@dataclass(frozen=True)
+class Directory:
+    version: int
+    network: str
+    issued_at: int
+    expires_at: int
+    nodes: dict[str, NodeEntry]
+    revoked: dict[str, int] = field(default_factory=dict)  # kid -> revoked_at (ms)
+    raw: bytes = b""  # the signed bytes it was verified from, kept for evidence bundles
+
+    def node(self, state: str) -> NodeEntry | None:
+        return self.nodes.get(state)
+
+    def check_key(
+        self, state: str, kid: str, use: str, at: int, *, live: bool
+    ) -> tuple[KeyEntry | None, KeyProblem | None]:
+        """Is ``kid`` a key of ``state`` for ``use`` at time ``at``?
+
+        ``live`` is for traffic arriving now: any revocation refuses the key, because a
+        compromised key can backdate what it signs. Historical checks (old receipts, audits)
+        accept a key used before its revocation time, so evidence outlives key rotation.
+        """
+        node = self.nodes.get(state)
+        entry = (
+            next((k for k in node.keys if k.kid == kid and k.use == use), None) if node else None
+        )
+        if entry is None:
+            return None, KeyProblem.UNKNOWN
+        revoked_at = self.revoked.get(kid)
+        if revoked_at is not None and (live or at >= revoked_at):
+            return entry, KeyProblem.REVOKED
+        if not entry.not_before <= at <= entry.not_after:
+            return entry, KeyProblem.NOT_VALID
+        return entry, None
+
+    def encryption_key(self, state: str, suite: Suite, at: int) -> KeyEntry | None:
+        """The newest valid, unrevoked encryption key of ``state`` for ``suite``."""
+        node = self.nodes.get(state)
+        if node is None:
+            return None
+        usable = [
+            k
+            for k in node.keys
+            if k.use == "encrypt"
+            and k.alg == suite.value
+            and k.kid not in self.revoked
+            and k.not_before <= at <= k.not_after
+        ]
+        return max(usable, key=lambda k: k.not_before, default=None)
+
+
+def directory_body(
+    *,
+    network: str,
+    version: int,
+    issued_at: int,
+    expires_at: int,
+    nodes: list[NodeEntry],
+    revoked: dict[str, int],
+) -> dict[str, Any]:
+    return {
+        "v": DIRECTORY_VERSION,
+        "kind": "directory",
+        "network": network,
+        "version": version,
+        "issued_at": issued_at,
+        "expires_at": expires_at,
+        "nodes": [n.as_map() for n in sorted(nodes, key=lambda n: n.state)],
+        "revoked": [{"kid": kid, "revoked_at": at} for kid, at in sorted(revoked.items())],
+    }
+
+
+def sign_directory(root: SigningKey, body: dict[str, Any]) -> bytes:
+    return sign_object(codec.DOMAIN_DIRECTORY, root, body)
+
+
+@dataclass(frozen=True)
+class TrustRoot:
+    """What an auditor or a node needs to trust the network: root keys and the TLS CA."""
+
+    network: str
+    root_keys: dict[str, bytes]  # kid -> Ed25519 public key
+    tls_ca_pem: bytes
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "format": TRUST_ROOT_FORMAT,
+                "network": self.network,
+                "root_keys": [
+                    {"kid": kid, "alg": SIGNING_ALG, "public": base64.b64encode(pub).decode()}
+                    for kid, pub in self.root_keys.items()
+                ],
+                "tls_ca_pem": self.tls_ca_pem.decode(),
+            },
+            indent=2,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> TrustRoot:
+        try:
+            obj = json.loads(data)
+            if obj["format"] != TRUST_ROOT_FORMAT:
+                raise ValueError(f"unknown format {obj['format']!r}")
+            keys = {}
+            for k in obj["root_keys"]:
+                public = base64.b64decode(k["public"], validate=True)
+                if k["alg"] != SIGNING_ALG or key_id(SIGNING_ALG, public) != k["kid"]:
+                    raise ValueError(f"root key {k['kid']!r} does not match its public key")
+                keys[k["kid"]] = public
+            return cls(str(obj["network"]), keys, str(obj["tls_ca_pem"]).encode())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DirectoryMalformed(f"trust root is not valid: {exc}") from exc
+
+
+def verify_directory(
+    data: bytes,
+    trust: TrustRoot,
+    *,
+    now: int,
+    current_version: int | None = None,
+    current_digest: bytes | None = None,
+) -> Directory:
+    """Verify a directory against the trust root; refuse rollbacks and expired ones."""
+
+    def root_key(kid: str) -> bytes:
+        if kid not in trust.root_keys:
+            raise DirectoryBadSignature(f"directory signed by unknown root key {kid!r}")
+        return trust.root_keys[kid]
+
+    signed = open_signed(codec.DOMAIN_DIRECTORY, data, root_key, DirectoryBadSignature, "directory")
+    directory = _parse(signed.body, data)
+    if directory.network != trust.network:
+        raise DirectoryMalformed(
+            f"directory is for network {directory.network!r}, not {trust.network!r}"
+        )
+    if current_version is not None:
+        if directory.version < current_version:
+            raise DirectoryRollback(
+                f"directory version {directory.version} is older than {current_version}"
+            )
+        if directory.version == current_version and current_digest not in (None, signed.digest):
+            raise DirectoryRollback(
+                f"a different directory with the same version {directory.version}"
+            )
+    if now >= directory.expires_at:
+        raise DirectoryExpired(f"directory version {directory.version} has expired")
+    return directory
+
+
+def _parse(body: codec.Fields, raw: bytes) -> Directory:
+    # A properly signed but ill-formed directory is the authority's bug: malformed, not forged.
+    fields = codec.Fields(body.raw(), DirectoryMalformed, "directory")
+    if fields.integer("v") != DIRECTORY_VERSION or fields.text("kind") != "directory":
+        raise DirectoryMalformed("not a version 1 directory")
+    nodes: dict[str, NodeEntry] = {}
+    for n in fields.children("nodes"):
+        state = n.text("state", 2)
+        if state not in OAS_STATES or state in nodes:
+            raise DirectoryMalformed(f"bad or repeated state {state!r}", field="directory.nodes")
+        keys = tuple(
+            KeyEntry(
+                kid=k.text("kid", 64),
+                use=k.one_of("use", KEY_USES),
+                alg=k.text("alg", 64),
+                public=k.blob("public"),
+                not_before=k.integer("not_before"),
+                not_after=k.integer("not_after"),
+            )
+            for k in n.children("keys")
+        )
+        for k in keys:
+            if key_id(k.alg, k.public) != k.kid:
+                raise DirectoryMalformed(f"key id {k.kid} does not match its key")
+            if k.use == "sign" and (k.alg != SIGNING_ALG or len(k.public) != _ED25519_LEN):
+                raise DirectoryMalformed(f"signing key {k.kid} is not a raw Ed25519 key")
+        suites = n.array("suites")
+        if not all(isinstance(s, str) for s in suites):
+            raise DirectoryMalformed("suites must be strings", field=f"directory.nodes.{state}")
+        endpoint = n.text("endpoint", 512)
+        if not endpoint.startswith("https://"):
+            raise DirectoryMalformed(f"endpoint of {state} is not https", field="endpoint")
+        tls_cert_der = n.blob("tls_cert")
+        tls_cert_sha256 = n.text("tls_cert_sha256", 80)
+        if tls_cert_sha256 != "sha256:" + hashlib.sha256(tls_cert_der).hexdigest():
+            raise DirectoryMalformed(
+                f"tls_cert_sha256 of {state} does not match tls_cert", field="tls_cert_sha256"
+            )
+        nodes[state] = NodeEntry(
+            state=state,
+            authority=n.text("authority", 512),
+            endpoint=endpoint,
+            suites=tuple(suites),
+            tls_cert_sha256=tls_cert_sha256,
+            tls_cert_der=tls_cert_der,
+            keys=keys,
+        )
+    revoked = {r.text("kid", 64): r.integer("revoked_at") for r in fields.children("revoked")}
+    return Directory(
+        version=fields.integer("version"),
+        network=fields.text("network"),
+        issued_at=fields.integer("issued_at"),
+        expires_at=fields.integer("expires_at"),
+        nodes=nodes,
+        revoked=revoked,
+        raw=raw,
+    )

@@ -1,0 +1,187 @@
+"""Wiring one running node: database, keys, directory, delivery loops and the two HTTP servers.
+
+The clerk API listens on a local address; the peer endpoint on the mutual-TLS address. Tests hand
+in pre-bound sockets (``127.0.0.1:0``) so they can learn the ports before the directory is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from mla_node import pki
+from mla_node.api.app import make_clerk_app
+from mla_node.config import NodeConfig
+from mla_node.errors import ConfigError, MlaError
+from mla_node.identity import load_identity
+from mla_node.protocol.directory import TrustRoot
+from mla_node.protocol.envelope import MAX_ENVELOPE
+from mla_node.service import inbound
+from mla_node.service.context import NodeContext
+from mla_node.service.delivery import Deliverer
+from mla_node.service.trust import TrustKeeper
+from mla_node.storage import repo
+from mla_node.storage.db import Database, load_migrations
+from mla_node.transport.http import HttpTransport, make_peer_app
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = "mla_node.storage.migrations"
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class NodeRuntime:
+    config: NodeConfig
+    ctx: NodeContext
+    deliverer: Deliverer
+    transport: HttpTransport
+    runners: list[web.AppRunner] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    clerk_url: str = ""
+    peer_url: str = ""
+
+    @classmethod
+    async def start(
+        cls,
+        config: NodeConfig,
+        *,
+        clerk_socket: socket.socket | None = None,
+        peer_socket: socket.socket | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> NodeRuntime:
+        identity = load_identity(config.keys_dir)
+        try:
+            trust_root = TrustRoot.from_json(config.trust_root_path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the trust root {config.trust_root_path}: {exc.strerror}",
+                field="keys.trust_root",
+            ) from exc
+        db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
+        try:
+            trust = TrustKeeper(trust_root, config.directory_path, db, clock)
+            await trust.start()
+            ctx = NodeContext(config=config, db=db, identity=identity, trust=trust, clock=clock)
+            transport = HttpTransport(
+                identity.tls_cert_path, identity.tls_key_path,
+                max_connections_per_peer=config.delivery.max_in_flight,
+            )
+            runtime = cls(config, ctx, Deliverer(ctx, transport), transport)
+            await runtime._serve(trust_root, clerk_socket, peer_socket)
+        except BaseException:
+            await db.close()
+            raise
+        await runtime.deliverer.start()
+        runtime.tasks.append(
+            asyncio.create_task(trust.poll(config.delivery.directory_poll_s), name="directory")
+        )
+        log.info("node %s ready: clerk API %s, peer endpoint %s", config.node.state,
+                 runtime.clerk_url, runtime.peer_url)
+        return runtime
+
+    async def _serve(
+        self,
+        trust_root: TrustRoot,
+        clerk_socket: socket.socket | None,
+        peer_socket: socket.socket | None,
+    ) -> None:
+        ca_path = self.config.keys_dir / "network-ca.pem"
+        pki.write_public_file(ca_path, trust_root.tls_ca_pem)
+        identity = self.ctx.identity
+        server_tls = pki.server_ssl_context(identity.tls_cert_path, identity.tls_key_path, ca_path)
+
+        async def receive(data: bytes, cert: bytes | None) -> bytes:
+            return await inbound.receive(self.ctx, data, cert)
+
+        peer_app = make_peer_app(receive, MAX_ENVELOPE)
+        clerk_app = make_clerk_app(self.ctx, self.readiness, self.config.clerk_api.max_body_bytes)
+        cfg = self.config
+        self.peer_url = await self._site(
+            peer_app, peer_socket, cfg.peer.host, cfg.peer.port, server_tls, "https"
+        )
+        self.clerk_url = await self._site(
+            clerk_app, clerk_socket, cfg.clerk_api.host, cfg.clerk_api.port, None, "http"
+        )
+
+    async def _site(
+        self,
+        app: web.Application,
+        sock: socket.socket | None,
+        host: str,
+        port: int,
+        tls: Any,
+        scheme: str,
+    ) -> str:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self.runners.append(runner)
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(runner, sock, ssl_context=tls)
+        else:
+            site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True)
+        await site.start()
+        bound_host, bound_port = runner.addresses[-1][:2]
+        return f"{scheme}://{bound_host}:{bound_port}"
+
+    async def readiness(self) -> dict[str, Any]:
+        checks: dict[str, str] = {}
+        try:
+            self.ctx.trust.require()
+            checks["directory"] = "ok"
+        except MlaError as exc:
+            checks["directory"] = exc.code
+        try:
+            await repo.count_pending(self.ctx.db)
+            checks["database"] = "ok"
+        except MlaError as exc:
+            checks["database"] = exc.code
+        checks["sender"] = "ok" if self.deliverer.running else "stopped"
+        return {"ready": all(v == "ok" for v in checks.values()), "checks": checks}
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.deliverer.stop()
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        await self.transport.close()
+        await self.ctx.db.close()
+
+
+async def run_until_stopped(config: NodeConfig, ready_file: str | None = None) -> None:
+    """``mla-node run``: serve until SIGTERM or SIGINT, then stop cleanly."""
+    import json
+    import signal
+
+    runtime = await NodeRuntime.start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready_file:
+        from pathlib import Path
+
+        pki.write_public_file(
+            Path(ready_file),
+            json.dumps({"clerk_url": runtime.clerk_url, "peer_url": runtime.peer_url}).encode(),
+        )
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()

@@ -1,0 +1,1 @@
+"""Use cases: submit, reply, acknowledge, read, receive, deliver. Between the API and the core."""

@@ -1,0 +1,303 @@
+"""The clerk's use cases: submit a request, follow up in its case thread, acknowledge, read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mla_node.errors import (
+    FieldProblem,
+    FormInvalid,
+    IdempotencyKeyReused,
+    InvalidStateForAction,
+    MalformedBody,
+    NotFound,
+    UnknownState,
+)
+from mla_node.protocol import forms
+from mla_node.protocol.envelope import envelope_digest, seal_envelope
+from mla_node.protocol.evidence import Event
+from mla_node.protocol.keys import choose_suite
+from mla_node.service.context import NodeContext, Principal
+from mla_node.storage import repo
+from mla_node.storage.db import Transaction
+
+# Follow-ups that carry material produced in answer to a request inherit its use restriction
+# (A-55 Art. 25): the receiving side must see and honour it.
+_INHERITS_USE_RESTRICTION = frozenset({"execution_result", "supplement"})
+
+
+@dataclass(frozen=True)
+class Submission:
+    form_type: str
+    version: int
+    form: dict[str, Any]
+    to: str | None
+
+
+def parse_submission(payload: object, *, follow_up: bool) -> Submission:
+    """Check the outer shape of a submission and the form inside it, naming every bad field."""
+    if not isinstance(payload, dict):
+        raise MalformedBody("the body must be a JSON object")
+    problems: list[FieldProblem] = []
+    allowed = {"type", "version", "form"} | (set() if follow_up else {"to"})
+    problems += [
+        FieldProblem(k, "extra_field", "This field is not part of a submission.")
+        for k in payload
+        if k not in allowed
+    ]
+    form_type = payload.get("type")
+    kinds = forms.FOLLOW_UP_TYPES if follow_up else forms.REQUEST_TYPES
+    if form_type not in kinds:
+        problems.append(
+            FieldProblem("type", "invalid_value", f"Must be one of: {', '.join(sorted(kinds))}.")
+        )
+    to = payload.get("to")
+    if not follow_up and not (isinstance(to, str) and len(to) == 2 and to.isupper()):
+        problems.append(
+            FieldProblem("to", "invalid_value", "The requested state's two-letter code.")
+        )
+    version = payload.get("version", forms.LATEST_VERSION.get(str(form_type), 1))
+    if not isinstance(version, int) or isinstance(version, bool):
+        problems.append(FieldProblem("version", "invalid_type", "Must be an integer."))
+    form = payload.get("form")
+    if not isinstance(form, dict):
+        problems.append(FieldProblem("form", "invalid_type", "Must be a JSON object."))
+    if not problems:
+        assert isinstance(form_type, str) and isinstance(version, int)
+        try:
+            form = forms.validate_form(form_type, version, form)
+        except FormInvalid as exc:
+            problems += exc.problems
+    if problems:
+        raise FormInvalid(f"{len(problems)} field(s) are invalid", problems=problems)
+    assert isinstance(form_type, str) and isinstance(version, int) and isinstance(form, dict)
+    return Submission(form_type, version, form, to if isinstance(to, str) else None)
+
+
+def body_hash(payload: object) -> bytes:
+    return hashlib.sha256(
+        json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    ).digest()
+
+
+async def submit(
+    ctx: NodeContext, principal: Principal, payload: object, idempotency_key: str | None
+) -> tuple[repo.MessageRow, bool]:
+    """A new request, opening a case thread. Returns the message and whether it was created now
+    (False when an earlier call with the same Idempotency-Key already created it)."""
+    submission = parse_submission(payload, follow_up=False)
+    assert submission.to is not None
+    return await _send(
+        ctx,
+        principal,
+        submission,
+        to=submission.to,
+        case_id=None,
+        reply_to=None,
+        idempotency=(idempotency_key, body_hash(payload)) if idempotency_key else None,
+    )
+
+
+async def reply(
+    ctx: NodeContext,
+    principal: Principal,
+    message_id: str,
+    payload: object,
+    idempotency_key: str | None,
+) -> tuple[repo.MessageRow, bool]:
+    """A follow-up in the case thread of ``message_id``, addressed to the other party."""
+    original = await _message(ctx, message_id)
+    submission = parse_submission(payload, follow_up=True)
+    if submission.form_type == "acknowledgement":
+        await _check_acknowledgeable(ctx, original)
+    return await _send(
+        ctx,
+        principal,
+        submission,
+        to=original.peer,
+        case_id=original.case_id,
+        reply_to=original,
+        idempotency=(idempotency_key, body_hash(payload)) if idempotency_key else None,
+    )
+
+
+async def acknowledge(
+    ctx: NodeContext, principal: Principal, message_id: str, payload: object
+) -> tuple[repo.MessageRow, bool]:
+    """The central authority's acknowledgement of a request it received, sent back as signed
+    evidence. The form may be omitted: today's date is then the date of receipt, and the request's
+    own id the central authority's reference."""
+    original = await _message(ctx, message_id)
+    await _check_acknowledgeable(ctx, original)
+    form = payload.get("form") if isinstance(payload, dict) else None
+    if form is None:
+        today = dt.datetime.fromtimestamp(ctx.clock() / 1000, dt.UTC).date().isoformat()
+        form = {"received_on": today, "central_authority_reference": original.id}
+    submission = parse_submission({"type": "acknowledgement", "form": form}, follow_up=True)
+    return await _send(
+        ctx,
+        principal,
+        submission,
+        to=original.peer,
+        case_id=original.case_id,
+        reply_to=original,
+        idempotency=None,
+    )
+
+
+async def _check_acknowledgeable(ctx: NodeContext, original: repo.MessageRow) -> None:
+    if original.direction != "in" or original.form_type not in forms.REQUEST_TYPES:
+        raise InvalidStateForAction("only a request this node received can be acknowledged")
+    if await repo.has_evidence(ctx.db, original.id, Event.ACKNOWLEDGED):
+        raise InvalidStateForAction("this request has already been acknowledged")
+
+
+async def _message(ctx: NodeContext, message_id: str) -> repo.MessageRow:
+    message = await repo.get_message(ctx.db, message_id)
+    if message is None:
+        raise NotFound(f"no request or message {message_id!r}", field="id")
+    return message
+
+
+async def _send(
+    ctx: NodeContext,
+    principal: Principal,
+    submission: Submission,
+    *,
+    to: str,
+    case_id: str | None,
+    reply_to: repo.MessageRow | None,
+    idempotency: tuple[str, bytes] | None,
+) -> tuple[repo.MessageRow, bool]:
+    if idempotency is not None:
+        earlier = await _idempotent_replay(ctx, principal, *idempotency)
+        if earlier is not None:
+            return earlier, False
+    directory = ctx.trust.require()
+    recipient = directory.node(to)
+    if recipient is None or to == ctx.state:
+        raise UnknownState(f"{to!r} has no node in the directory", field="to")
+    me = directory.node(ctx.state)
+    now = ctx.clock()
+    suite = choose_suite(list(me.suites) if me else [], list(recipient.suites))
+    key = directory.encryption_key(to, suite, now) if suite else None
+    if suite is None or key is None:
+        raise UnknownState(f"{to} has no encryption key this node can use", field="to")
+    message_id = ctx.new_id(now)
+    form = dict(submission.form)
+    if reply_to is not None and submission.form_type in _INHERITS_USE_RESTRICTION:
+        restriction = await _use_restriction(ctx, reply_to.case_id)
+        if restriction and "use_restriction" in form:
+            form["use_restriction"] = restriction
+    case = case_id or message_id
+    envelope = seal_envelope(
+        signing_key=ctx.identity.signing_key,
+        sender=ctx.state,
+        recipient=recipient,
+        recipient_kid=key.kid,
+        recipient_public=key.public,
+        suite=suite,
+        message_id=message_id,
+        message_type="case",
+        created_at=now,
+        body={
+            "type": submission.form_type,
+            "version": submission.version,
+            "form": form,
+            "case": case,
+            "reply_to": reply_to.id if reply_to else None,
+        },
+    )
+    digest = envelope_digest(envelope)
+    row = repo.MessageRow(
+        id=message_id,
+        direction="out",
+        sender=ctx.state,
+        recipient=to,
+        case_id=case,
+        in_reply_to=reply_to.id if reply_to else None,
+        form_type=submission.form_type,
+        form_version=submission.version,
+        form=form,
+        status="queued",
+        envelope=envelope,
+        envelope_sha256=digest,
+        created_at=now,
+        updated_at=now,
+        created_by=principal.name,
+    )
+
+    async def store(tx: Transaction) -> tuple[repo.MessageRow, bool]:
+        if idempotency is not None:
+            # Checked again inside the single writer: of concurrent calls with one key, exactly
+            # one gets here first; the others find its row.
+            earlier = await repo.idempotent_result(tx, principal.token_id, idempotency[0])
+            if earlier is not None:
+                return await _replayed(tx, earlier, idempotency[1]), False
+            await repo.insert_message(tx, row)
+            await repo.remember_idempotency(
+                tx, principal.token_id, idempotency[0], idempotency[1], message_id, now
+            )
+        else:
+            await repo.insert_message(tx, row)
+        await repo.enqueue(tx, message_id, to, now)
+        await ctx.record_evidence(
+            tx,
+            event=Event.SUBMITTED,
+            message_id=message_id,
+            case_id=case,
+            at=now,
+            envelope_digest=digest,
+            peer=to,
+            detail=principal.name,
+        )
+        if reply_to is not None and reply_to.direction == "in":
+            event = (
+                Event.ACKNOWLEDGED if submission.form_type == "acknowledgement" else Event.ANSWERED
+            )
+            await ctx.record_evidence(
+                tx,
+                event=event,
+                message_id=reply_to.id,
+                case_id=case,
+                at=now,
+                envelope_digest=reply_to.envelope_sha256,
+                peer=to,
+                detail=message_id,
+            )
+        return row, True
+
+    stored, created = await ctx.db.write(store)
+    if created:
+        ctx.wake_sender(to)
+    return stored, created
+
+
+async def _idempotent_replay(
+    ctx: NodeContext, principal: Principal, key: str, digest: bytes
+) -> repo.MessageRow | None:
+    earlier = await repo.idempotent_result(ctx.db, principal.token_id, key)
+    return None if earlier is None else await _replayed(ctx.db, earlier, digest)
+
+
+async def _replayed(db: repo.Reader, earlier: tuple[bytes, str], digest: bytes) -> repo.MessageRow:
+    earlier_digest, message_id = earlier
+    if earlier_digest != digest:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a different request", field="Idempotency-Key"
+        )
+    message = await repo.get_message(db, message_id)
+    assert message is not None  # the idempotency row references it
+    return message
+
+
+async def _use_restriction(ctx: NodeContext, case_id: str) -> str | None:
+    opening = await repo.get_message(ctx.db, case_id)
+    if opening is None:
+        return None
+    purpose = opening.form.get("stated_purpose")
+    return purpose if isinstance(purpose, str) else None

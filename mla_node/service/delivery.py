@@ -1,0 +1,223 @@
+"""Delivering the outbox: one loop per peer, exponential backoff with jitter, verified receipts.
+
+Delivery state lives in the database (the ``outbox`` table), never only in memory, so a restart
+resumes exactly where it stopped: an envelope leaves the outbox in the same transaction that
+records a verified receipt for it. Sending the same envelope twice is harmless by design, since
+the receiver answers a repeat with its original receipt.
+
+While a peer fails, only one envelope at a time probes it; the first success makes everything
+queued for it due at once, so a peer that was down for hours receives its backlog as soon as it
+is back, not at each envelope's own backoff time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+
+from mla_node.errors import DeliveryError, MlaError, ReceiptError, TrustError
+from mla_node.protocol.directory import NodeEntry
+from mla_node.protocol.evidence import Event
+from mla_node.protocol.receipts import DELIVERED, REJECTED, Receipt, verify_receipt
+from mla_node.service.context import NodeContext
+from mla_node.storage import repo
+from mla_node.storage.db import Transaction
+from mla_node.transport.base import PeerAnswer, Transport
+
+log = logging.getLogger(__name__)
+
+# Refusals that a retry cannot cure. Others (an unknown key or sender, a time in the future)
+# can be a directory or clock that has not caught up yet, so they are retried until stale.
+PERMANENT_REFUSALS = frozenset(
+    {
+        "envelope_malformed",
+        "envelope_too_large",
+        "envelope_unsupported_version",
+        "envelope_unsupported_suite",
+        "envelope_bad_signature",
+        "envelope_wrong_recipient",
+        "envelope_stale",
+        "envelope_undecryptable",
+        "envelope_revoked_key",
+        "message_id_conflict",
+    }
+)
+IDLE_POLL_S = 5.0
+
+
+class Deliverer:
+    def __init__(self, ctx: NodeContext, transport: Transport) -> None:
+        self.ctx = ctx
+        self.transport = transport
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._failing: dict[str, int] = {}
+        self.running = False
+
+    async def start(self) -> None:
+        self.running = True
+        self.ctx.wake_sender = self.wake
+        for peer in await repo.outbox_summary(self.ctx.db):
+            self.wake(peer)
+
+    async def stop(self) -> None:
+        self.running = False
+        for task in self._loops.values():
+            task.cancel()
+        for task in self._loops.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loops.clear()
+
+    def wake(self, peer: str) -> None:
+        if not self.running:
+            return
+        self._wake.setdefault(peer, asyncio.Event()).set()
+        task = self._loops.get(peer)
+        if task is None or task.done():
+            self._loops[peer] = asyncio.create_task(self._run(peer), name=f"deliver-{peer}")
+
+    async def _run(self, peer: str) -> None:
+        wake = self._wake.setdefault(peer, asyncio.Event())
+        while self.running:
+            wake.clear()
+            try:
+                pause = await self._round(peer)
+            except Exception:  # a bug must not end delivery to this peer for good
+                log.exception("delivery round to %s failed", peer)
+                pause = IDLE_POLL_S
+            if pause > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), pause)
+
+    async def _round(self, peer: str) -> float:
+        """Send what is due to ``peer``; return how long to wait before the next round."""
+        try:
+            directory = self.ctx.trust.require()
+        except TrustError as exc:
+            log.warning("not sending to %s: %s", peer, exc.detail)
+            return IDLE_POLL_S
+        entry = directory.node(peer)
+        if entry is None:
+            log.warning("not sending to %s: it is not in the directory", peer)
+            return IDLE_POLL_S
+        now = self.ctx.clock()
+        probing = self._failing.get(peer, 0) > 0
+        limit = 1 if probing else self.ctx.config.delivery.max_in_flight
+        due = await repo.due_for_peer(self.ctx.db, peer, now, limit)
+        if not due:
+            summary = (await repo.outbox_summary(self.ctx.db)).get(peer)
+            if summary is None:
+                return IDLE_POLL_S
+            return max(0.0, min((summary[2] or now) - now, IDLE_POLL_S * 1000) / 1000)
+        results = await asyncio.gather(*(self._attempt(entry, item) for item in due))
+        return 0.0 if any(results) else self._backoff_s(self._failing.get(peer, 1)) / 4
+
+    async def _attempt(self, entry: NodeEntry, item: repo.OutboxItem) -> bool:
+        """One delivery attempt; True when the envelope left the outbox."""
+        try:
+            answer = await asyncio.wait_for(
+                self.transport.send(entry, item.envelope),
+                self.ctx.config.delivery.request_timeout_s,
+            )
+            receipt = self._verified_receipt(entry, item, answer)
+        except (DeliveryError, ReceiptError, TimeoutError) as exc:
+            detail = exc.detail if isinstance(exc, MlaError) else "timed out"
+            await self._retry_later(entry.state, item, detail)
+            return False
+        if receipt is None:
+            await self._retry_later(entry.state, item, f"refused: {answer.refused_code}")
+            return False
+        await self._record(entry.state, item, receipt)
+        return True
+
+    def _verified_receipt(
+        self, entry: NodeEntry, item: repo.OutboxItem, answer: PeerAnswer
+    ) -> Receipt | None:
+        """The receipt when it settles the envelope's fate; None when a retry may still help."""
+        if answer.receipt is None:
+            return None
+        receipt = verify_receipt(
+            answer.receipt,
+            self.ctx.trust.require(),
+            expect_message_id=item.message_id,
+            expect_envelope_digest=item.envelope_sha256,
+            expect_signer=entry.state,
+        )
+        if receipt.status == DELIVERED:
+            return receipt
+        if receipt.status == REJECTED and receipt.code in PERMANENT_REFUSALS:
+            return receipt
+        return None
+
+    async def _record(self, peer: str, item: repo.OutboxItem, receipt: Receipt) -> None:
+        now = self.ctx.clock()
+        was_failing = self._failing.pop(peer, 0) > 0
+        delivered = receipt.status == DELIVERED
+
+        async def job(tx: Transaction) -> None:
+            if not await repo.dequeue(tx, item.message_id):
+                return  # recorded already by a concurrent attempt
+            receipt_digest = hashlib.sha256(receipt.raw).digest()
+            await repo.insert_receipt(
+                tx,
+                repo.ReceiptRow(
+                    item.message_id,
+                    "received",
+                    receipt.status,
+                    receipt.code,
+                    receipt.raw,
+                    receipt_digest,
+                    receipt.at,
+                ),
+            )
+            message = await repo.get_message(tx, item.message_id)
+            assert message is not None
+            await self.ctx.record_evidence(
+                tx,
+                event=Event.DELIVERED if delivered else Event.NOT_DELIVERED,
+                message_id=item.message_id,
+                case_id=message.case_id,
+                at=now,
+                envelope_digest=item.envelope_sha256,
+                peer=peer,
+                detail=receipt.code,
+                receipt_digest=receipt_digest,
+            )
+            await repo.set_status(
+                tx, item.message_id, "delivered" if delivered else "rejected", now
+            )
+            await repo.record_peer_result(tx, peer, now, None)
+            if was_failing:
+                await repo.wake_peer(tx, peer, now)
+
+        await self.ctx.db.write(job)
+        if not delivered:
+            log.warning("%s refused %s for good: %s", peer, item.message_id, receipt.code)
+
+    async def _retry_later(self, peer: str, item: repo.OutboxItem, error: str) -> None:
+        now = self.ctx.clock()
+        self._failing[peer] = self._failing.get(peer, 0) + 1
+        attempts = item.attempts + 1
+        delay_ms = int(self._backoff_s(attempts) * 1000)
+
+        async def job(tx: Transaction) -> None:
+            await repo.reschedule(tx, item.message_id, attempts, now + delay_ms, error)
+            await repo.record_peer_result(tx, peer, now, error)
+
+        await self.ctx.db.write(job)
+        log.info(
+            "delivery of %s to %s failed (%s); retry in %d ms",
+            item.message_id,
+            peer,
+            error,
+            delay_ms,
+        )
+
+    def _backoff_s(self, attempts: int) -> float:
+        """Exponential backoff, capped, with jitter so that recovering peers are not stampeded."""
+        d = self.ctx.config.delivery
+        base = min(d.max_backoff_s, d.initial_backoff_s * 2 ** min(attempts - 1, 30))
+        return float(base * (0.5 + self.ctx.rng.random() / 2))

@@ -1,0 +1,208 @@
+"""Receiving an envelope: verify, decrypt, store in one transaction, then sign the receipt.
+
+Fetch, verify, then persist: nothing is stored before ``open_envelope`` approved it, and the
+``delivered`` receipt leaves the node only after the commit that stores the envelope. The same
+envelope again (same sender, same bytes) is answered with the byte-identical original receipt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from mla_node.errors import (
+    EnvelopeError,
+    EnvelopeMalformed,
+    EnvelopeSenderMismatch,
+    FormInvalid,
+    MessageIdConflict,
+    UnknownFormType,
+)
+from mla_node.ids import is_ulid
+from mla_node.protocol import codec, forms
+from mla_node.protocol.directory import Directory
+from mla_node.protocol.envelope import Header, OpenedEnvelope, open_envelope, read_header
+from mla_node.protocol.evidence import Event
+from mla_node.protocol.receipts import DELIVERED, REJECTED, sign_receipt
+from mla_node.service.context import NodeContext
+from mla_node.storage import repo
+from mla_node.storage.db import Transaction
+
+log = logging.getLogger(__name__)
+
+_FOLLOW_UP_EVENTS = {"acknowledgement": Event.ACKNOWLEDGED}
+
+
+async def receive(ctx: NodeContext, data: bytes, client_cert_der: bytes | None) -> bytes:
+    """Returns the signed receipt. Raises an ``EnvelopeError`` (with a signed rejection receipt
+    in ``extra["receipt"]`` when the header could be read) for anything refused."""
+    directory = ctx.trust.require()
+    digest = hashlib.sha256(data).digest()
+    try:
+        header = read_header(data)[0]
+        _check_client_certificate(directory, header.sender, client_cert_der)
+        # The fast path for replays: the very same bytes were verified and stored before, so the
+        # original receipt is the answer, even once the envelope is older than the maximum age.
+        stored = await _stored_receipt(ctx, header, digest)
+        if stored is not None:
+            return stored
+        now = ctx.clock()
+        opened = open_envelope(
+            data,
+            directory=directory,
+            me=ctx.state,
+            my_keys=ctx.identity.encryption_keys,
+            now=now,
+            max_age_ms=ctx.config.delivery.max_age_s * 1000,
+            max_future_ms=ctx.config.delivery.max_future_skew_s * 1000,
+        )
+        body = _parse_body(opened)
+    except EnvelopeError as exc:
+        _attach_rejection(ctx, exc, data, digest)
+        raise
+    return await ctx.db.write(lambda tx: _store(ctx, tx, opened, body, now))
+
+
+def _check_client_certificate(directory: Directory, sender: str, cert_der: bytes | None) -> None:
+    node = directory.node(sender)
+    if node is None:
+        return  # open_envelope refuses unknown senders with their own code
+    if cert_der is None or "sha256:" + hashlib.sha256(cert_der).hexdigest() != node.tls_cert_sha256:
+        raise EnvelopeSenderMismatch(
+            f"the TLS client certificate is not the one the directory lists for {sender}"
+        )
+
+
+async def _stored_receipt(ctx: NodeContext, header: Header, digest: bytes) -> bytes | None:
+    existing = await repo.get_message(ctx.db, header.message_id)
+    if existing is None:
+        return None
+    if (
+        existing.direction != "in"
+        or existing.sender != header.sender
+        or (existing.envelope_sha256 != digest)
+    ):
+        raise MessageIdConflict(f"message id {header.message_id} was used for another envelope")
+    receipt = await repo.get_receipt(ctx.db, header.message_id)
+    return receipt.receipt if receipt else None
+
+
+def _parse_body(opened: OpenedEnvelope) -> dict[str, Any]:
+    """The decrypted body must be a valid treaty form in a well-formed case thread."""
+    b = codec.Fields(opened.body, EnvelopeMalformed, "body")
+    form_type = b.one_of("type", forms.ALL_TYPES)
+    version = b.integer("version")
+    case_id = b.text("case", 26)
+    reply_to = b.opt_text("reply_to", 26)
+    if not is_ulid(case_id) or (reply_to is not None and not is_ulid(reply_to)):
+        raise EnvelopeMalformed("case and reply_to must be message ids", field="body.case")
+    is_request = form_type in forms.REQUEST_TYPES
+    if is_request != (case_id == opened.header.message_id) or is_request == (reply_to is not None):
+        raise EnvelopeMalformed(
+            "a request opens its own case; a follow-up answers a message", field="body.case"
+        )
+    try:
+        form = forms.validate_form(form_type, version, b.child("form").raw())
+    except (FormInvalid, UnknownFormType) as exc:
+        fields = ", ".join(p.field for p in exc.problems) or exc.field or ""
+        raise EnvelopeMalformed(f"the form is invalid: {fields}", field="body.form") from exc
+    return {
+        "type": form_type,
+        "version": version,
+        "form": form,
+        "case": case_id,
+        "reply_to": reply_to,
+    }
+
+
+async def _store(
+    ctx: NodeContext, tx: Transaction, opened: OpenedEnvelope, body: dict[str, Any], now: int
+) -> bytes:
+    h = opened.header
+    # Again inside the single writer, in case the same envelope arrived twice at once.
+    existing = await repo.get_message(tx, h.message_id)
+    if existing is not None:
+        if existing.direction == "in" and existing.envelope_sha256 == opened.digest:
+            original_receipt = await repo.get_receipt(tx, h.message_id)
+            assert original_receipt is not None  # stored in the same transaction as the message
+            return original_receipt.receipt
+        raise MessageIdConflict(f"message id {h.message_id} was used for another envelope")
+    await repo.insert_message(
+        tx,
+        repo.MessageRow(
+            id=h.message_id,
+            direction="in",
+            sender=h.sender,
+            recipient=h.recipient,
+            case_id=body["case"],
+            in_reply_to=body["reply_to"],
+            form_type=body["type"],
+            form_version=body["version"],
+            form=body["form"],
+            status="received",
+            envelope=opened.raw,
+            envelope_sha256=opened.digest,
+            created_at=h.created_at,
+            updated_at=now,
+            created_by=None,
+        ),
+    )
+    receipt = sign_receipt(
+        ctx.identity.signing_key,
+        message_id=h.message_id,
+        sender=h.sender,
+        recipient=ctx.state,
+        envelope_digest=opened.digest,
+        status=DELIVERED,
+        code=None,
+        at=now,
+    )
+    receipt_digest = hashlib.sha256(receipt).digest()
+    await repo.insert_receipt(
+        tx,
+        repo.ReceiptRow(h.message_id, "issued", DELIVERED, None, receipt, receipt_digest, now),
+    )
+    await ctx.record_evidence(
+        tx,
+        event=Event.DELIVERED,
+        message_id=h.message_id,
+        case_id=body["case"],
+        at=now,
+        envelope_digest=opened.digest,
+        peer=h.sender,
+        receipt_digest=receipt_digest,
+    )
+    original = await repo.get_message(tx, body["reply_to"]) if body["reply_to"] else None
+    if original is not None and original.direction == "out" and original.peer == h.sender:
+        # The peer acknowledged or answered one of ours: that is evidence on our message too.
+        await ctx.record_evidence(
+            tx,
+            event=_FOLLOW_UP_EVENTS.get(body["type"], Event.ANSWERED),
+            message_id=original.id,
+            case_id=original.case_id,
+            at=now,
+            envelope_digest=original.envelope_sha256,
+            peer=h.sender,
+            detail=h.message_id,
+        )
+    return receipt
+
+
+def _attach_rejection(ctx: NodeContext, exc: EnvelopeError, data: bytes, digest: bytes) -> None:
+    """Sign a rejection so the sender can stop retrying on proof, not on an unsigned 4xx."""
+    try:
+        header = read_header(data)[0]
+    except EnvelopeError:
+        return  # nothing addressable to sign about
+    exc.extra["receipt"] = sign_receipt(
+        ctx.identity.signing_key,
+        message_id=header.message_id,
+        sender=header.sender,
+        recipient=ctx.state,
+        envelope_digest=digest,
+        status=REJECTED,
+        code=exc.code,
+        at=ctx.clock(),
+    )
+    log.info("envelope %s from %s refused: %s", header.message_id, header.sender, exc.code)

@@ -1,0 +1,44 @@
+"""API tokens: 256-bit random secrets, shown once, stored only as their SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from mla_node.errors import InvalidParameter, Unauthenticated
+from mla_node.service.context import Principal, Role
+from mla_node.storage import repo
+from mla_node.storage.db import Database, Transaction
+
+TOKEN_PREFIX = "mla_"
+
+
+def _hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def create_token(db: Database, role: str, name: str, now: int) -> tuple[str, str]:
+    """Returns (token id, secret). The secret is not stored and cannot be shown again."""
+    try:
+        checked = Role(role)
+    except ValueError:
+        raise InvalidParameter(
+            f"role must be one of {', '.join(r.value for r in Role)}", field="role"
+        ) from None
+    token_id = "tok_" + secrets.token_hex(8)
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+    async def job(tx: Transaction) -> None:
+        await repo.insert_token(tx, token_id, _hash(secret), checked.value, name, now)
+
+    await db.write(job)
+    return token_id, secret
+
+
+async def authenticate(db: Database, authorization: str | None) -> Principal:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthenticated("send the token as 'Authorization: Bearer <token>'")
+    row = await repo.token_by_hash(db, _hash(authorization.removeprefix("Bearer ").strip()))
+    if row is None:
+        raise Unauthenticated("the token is unknown or revoked")
+    return Principal(row.id, Role(row.role), row.name)

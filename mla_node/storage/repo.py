@@ -1,0 +1,393 @@
+"""The use cases' queries, the narrow interface the service layer sees of the database.
+
+Portable SQL only (``ON CONFLICT``, ``RETURNING``, no SQLite-only functions) so that a second
+engine can sit behind the same functions. Writes take the ``Transaction`` of a write job; reads
+take the ``Database`` (the reader connection) or a ``Transaction`` when they must see the job's
+own uncommitted rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mla_node.storage.db import Database, Transaction
+
+
+class Reader(Protocol):
+    async def fetchone(
+        self, sql: str, params: Sequence[object] = ...
+    ) -> sqlite3.Row | None: ...  # pragma: no cover
+
+    async def fetchall(
+        self, sql: str, params: Sequence[object] = ...
+    ) -> list[sqlite3.Row]: ...  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    id: str
+    direction: str
+    sender: str
+    recipient: str
+    case_id: str
+    in_reply_to: str | None
+    form_type: str
+    form_version: int
+    form: dict[str, Any]
+    status: str
+    envelope: bytes
+    envelope_sha256: bytes
+    created_at: int
+    updated_at: int
+    created_by: str | None
+
+    @property
+    def peer(self) -> str:
+        """The other party of the message."""
+        return self.recipient if self.direction == "out" else self.sender
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> MessageRow:
+        return cls(
+            id=row["id"],
+            direction=row["direction"],
+            sender=row["sender"],
+            recipient=row["recipient"],
+            case_id=row["case_id"],
+            in_reply_to=row["in_reply_to"],
+            form_type=row["form_type"],
+            form_version=row["form_version"],
+            form=json.loads(row["form"]),
+            status=row["status"],
+            envelope=row["envelope"],
+            envelope_sha256=row["envelope_sha256"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            created_by=row["created_by"],
+        )
+
+
+_MESSAGE_COLUMNS = (
+    "id, direction, sender, recipient, case_id, in_reply_to, form_type, form_version, form, "
+    "status, envelope, envelope_sha256, created_at, updated_at, created_by"
+)
+
+
+async def insert_message(tx: Transaction, m: MessageRow) -> bool:
+    """Insert; False when a message with this id already exists (the caller decides why)."""
+    count = await tx.execute(
+        f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES "  # noqa: S608 (constant columns)
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        (
+            m.id,
+            m.direction,
+            m.sender,
+            m.recipient,
+            m.case_id,
+            m.in_reply_to,
+            m.form_type,
+            m.form_version,
+            json.dumps(m.form, ensure_ascii=False),
+            m.status,
+            m.envelope,
+            m.envelope_sha256,
+            m.created_at,
+            m.updated_at,
+            m.created_by,
+        ),
+    )
+    return count == 1
+
+
+async def get_message(db: Reader, message_id: str) -> MessageRow | None:
+    row = await db.fetchone(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?",  # noqa: S608
+        (message_id,),
+    )
+    return MessageRow.from_row(row) if row else None
+
+
+async def set_status(tx: Transaction, message_id: str, status: str, now: int) -> None:
+    await tx.execute(
+        "UPDATE messages SET status = ?, updated_at = ? WHERE id = ?", (status, now, message_id)
+    )
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    direction: str
+    status: str | None = None
+    form_type: str | None = None
+    case_id: str | None = None
+    peer: str | None = None
+    after_id: str | None = None  # the cursor: ids are ULIDs, so id order is creation order
+    limit: int = 50
+
+
+async def list_messages(db: Reader, f: ListFilter) -> list[MessageRow]:
+    clauses = ["direction = ?"]
+    params: list[object] = [f.direction]
+    for column, value in (("status", f.status), ("form_type", f.form_type), ("case_id", f.case_id)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if f.peer is not None:
+        clauses.append("(CASE direction WHEN 'out' THEN recipient ELSE sender END) = ?")
+        params.append(f.peer)
+    if f.after_id is not None:
+        clauses.append("id < ?")  # newest first
+        params.append(f.after_id)
+    params.append(f.limit)
+    rows = await db.fetchall(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(clauses)} "  # noqa: S608
+        "ORDER BY id DESC LIMIT ?",
+        params,
+    )
+    return [MessageRow.from_row(r) for r in rows]
+
+
+async def case_messages(db: Reader, case_id: str) -> list[MessageRow]:
+    rows = await db.fetchall(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE case_id = ? ORDER BY id",  # noqa: S608
+        (case_id,),
+    )
+    return [MessageRow.from_row(r) for r in rows]
+
+
+# --- outbox -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    message_id: str
+    peer: str
+    attempts: int
+    next_attempt_at: int
+    envelope: bytes
+    envelope_sha256: bytes
+
+
+async def enqueue(tx: Transaction, message_id: str, peer: str, now: int) -> None:
+    await tx.execute(
+        "INSERT INTO outbox (message_id, peer, attempts, next_attempt_at, created_at) "
+        "VALUES (?, ?, 0, ?, ?)",
+        (message_id, peer, now, now),
+    )
+
+
+async def due_for_peer(db: Reader, peer: str, now: int, limit: int) -> list[OutboxItem]:
+    rows = await db.fetchall(
+        "SELECT o.message_id, o.peer, o.attempts, o.next_attempt_at, m.envelope, "
+        "m.envelope_sha256 FROM outbox o JOIN messages m ON m.id = o.message_id "
+        "WHERE o.peer = ? AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at, o.message_id "
+        "LIMIT ?",
+        (peer, now, limit),
+    )
+    return [OutboxItem(*tuple(r)) for r in rows]
+
+
+async def outbox_summary(db: Reader) -> dict[str, tuple[int, int | None, int | None]]:
+    """peer -> (queued, oldest created_at, soonest next attempt)."""
+    rows = await db.fetchall(
+        "SELECT peer, COUNT(*), MIN(created_at), MIN(next_attempt_at) FROM outbox GROUP BY peer"
+    )
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+async def reschedule(
+    tx: Transaction, message_id: str, attempts: int, next_attempt_at: int, error: str
+) -> None:
+    await tx.execute(
+        "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE message_id = ?",
+        (attempts, next_attempt_at, error[:500], message_id),
+    )
+
+
+async def wake_peer(tx: Transaction, peer: str, now: int) -> None:
+    """A peer answered again: everything waiting for it is due now, not at its backoff time."""
+    await tx.execute(
+        "UPDATE outbox SET next_attempt_at = ? WHERE peer = ? AND next_attempt_at > ?",
+        (now, peer, now),
+    )
+
+
+async def dequeue(tx: Transaction, message_id: str) -> bool:
+    return await tx.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,)) == 1
+
+
+# --- receipts and evidence --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceiptRow:
+    message_id: str
+    role: str
+    status: str
+    code: str | None
+    receipt: bytes
+    receipt_sha256: bytes
+    at: int
+
+
+async def insert_receipt(tx: Transaction, r: ReceiptRow) -> bool:
+    count = await tx.execute(
+        "INSERT INTO receipts (message_id, role, status, code, receipt, receipt_sha256, at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+        (r.message_id, r.role, r.status, r.code, r.receipt, r.receipt_sha256, r.at),
+    )
+    return count == 1
+
+
+async def get_receipt(db: Reader, message_id: str) -> ReceiptRow | None:
+    row = await db.fetchone(
+        "SELECT message_id, role, status, code, receipt, receipt_sha256, at FROM receipts "
+        "WHERE message_id = ?",
+        (message_id,),
+    )
+    return ReceiptRow(*tuple(row)) if row else None
+
+
+async def insert_evidence(
+    tx: Transaction,
+    *,
+    message_id: str,
+    case_id: str,
+    event: str,
+    record: bytes,
+    sha256: bytes,
+    at: int,
+) -> int:
+    return await tx.insert(
+        "INSERT INTO evidence (message_id, case_id, event, record, sha256, at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (message_id, case_id, event, record, sha256, at),
+    )
+
+
+async def evidence_for(db: Reader, message_id: str) -> list[bytes]:
+    rows = await db.fetchall(
+        "SELECT record FROM evidence WHERE message_id = ? ORDER BY seq", (message_id,)
+    )
+    return [r[0] for r in rows]
+
+
+async def has_evidence(db: Reader, message_id: str, event: str) -> bool:
+    row = await db.fetchone(
+        "SELECT 1 FROM evidence WHERE message_id = ? AND event = ? LIMIT 1", (message_id, event)
+    )
+    return row is not None
+
+
+# --- idempotency and tokens -------------------------------------------------------------------
+
+
+async def idempotent_result(db: Reader, principal: str, key: str) -> tuple[bytes, str] | None:
+    row = await db.fetchone(
+        "SELECT body_sha256, message_id FROM idempotency WHERE principal = ? AND key = ?",
+        (principal, key),
+    )
+    return (row[0], row[1]) if row else None
+
+
+async def remember_idempotency(
+    tx: Transaction, principal: str, key: str, body_sha256: bytes, message_id: str, now: int
+) -> None:
+    await tx.execute(
+        "INSERT INTO idempotency (principal, key, body_sha256, message_id, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (principal, key, body_sha256, message_id, now),
+    )
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    id: str
+    role: str
+    name: str
+
+
+async def insert_token(
+    tx: Transaction, token_id: str, token_sha256: bytes, role: str, name: str, now: int
+) -> None:
+    await tx.execute(
+        "INSERT INTO tokens (id, token_sha256, role, name, created_at) VALUES (?, ?, ?, ?, ?)",
+        (token_id, token_sha256, role, name, now),
+    )
+
+
+async def token_by_hash(db: Reader, token_sha256: bytes) -> TokenRow | None:
+    row = await db.fetchone(
+        "SELECT id, role, name FROM tokens WHERE token_sha256 = ? AND revoked_at IS NULL",
+        (token_sha256,),
+    )
+    return TokenRow(row[0], row[1], row[2]) if row else None
+
+
+# --- directory and peers ----------------------------------------------------------------------
+
+
+async def accepted_directory(db: Reader) -> tuple[int, bytes, bytes] | None:
+    """(version, sha256, signed bytes) of the newest accepted directory."""
+    row = await db.fetchone("SELECT version, sha256, directory FROM directory_state WHERE id = 1")
+    return (row[0], row[1], row[2]) if row else None
+
+
+async def accept_directory(
+    tx: Transaction, version: int, sha256: bytes, data: bytes, now: int
+) -> None:
+    await tx.execute(
+        "INSERT INTO directory_state (id, version, sha256, directory, accepted_at) "
+        "VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
+        "sha256 = excluded.sha256, directory = excluded.directory, "
+        "accepted_at = excluded.accepted_at",
+        (version, sha256, data, now),
+    )
+    await tx.execute(
+        "INSERT INTO directory_history (version, sha256, directory, accepted_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (version) DO NOTHING",
+        (version, sha256, data, now),
+    )
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    peer: str
+    last_success_at: int | None
+    last_failure_at: int | None
+    last_error: str | None
+    consecutive_failures: int
+
+
+async def record_peer_result(tx: Transaction, peer: str, now: int, error: str | None) -> None:
+    if error is None:
+        await tx.execute(
+            "INSERT INTO peer_status (peer, last_success_at, consecutive_failures) "
+            "VALUES (?, ?, 0) ON CONFLICT (peer) DO UPDATE SET "
+            "last_success_at = excluded.last_success_at, consecutive_failures = 0",
+            (peer, now),
+        )
+    else:
+        await tx.execute(
+            "INSERT INTO peer_status (peer, last_failure_at, last_error, consecutive_failures) "
+            "VALUES (?, ?, ?, 1) ON CONFLICT (peer) DO UPDATE SET "
+            "last_failure_at = excluded.last_failure_at, last_error = excluded.last_error, "
+            "consecutive_failures = peer_status.consecutive_failures + 1",
+            (peer, now, error[:500]),
+        )
+
+
+async def peer_statuses(db: Reader) -> dict[str, PeerStatus]:
+    rows = await db.fetchall(
+        "SELECT peer, last_success_at, last_failure_at, last_error, consecutive_failures "
+        "FROM peer_status"
+    )
+    return {r[0]: PeerStatus(*tuple(r)) for r in rows}
+
+
+async def count_pending(db: Database) -> int:
+    row = await db.fetchone("SELECT COUNT(*) FROM outbox")
+    return int(row[0]) if row else 0

@@ -1,0 +1,114 @@
+"""Real nodes in-process for tests: real files, real SQLite, real mutual TLS on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from mla_node.localnet import LocalNode, create_network
+from mla_node.protocol import forms
+from mla_node.runtime import NodeRuntime
+from mla_node.service.tokens import create_token
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@dataclass
+class RunningNode:
+    local: LocalNode
+    runtime: NodeRuntime
+    tokens: dict[str, str]
+    http: aiohttp.ClientSession
+
+    @property
+    def state(self) -> str:
+        return self.local.state
+
+    def headers(self, role: str = "clerk", **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}", **extra}
+
+    async def call(
+        self, method: str, path: str, *, role: str = "clerk", json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        async with self.http.request(
+            method, self.runtime.clerk_url + path, json=json,
+            headers={**self.headers(role), **(headers or {})},
+        ) as resp:
+            body = await resp.json(content_type=None)
+            return resp.status, body
+
+    async def submit(self, to: str, form_type: str = "mla_request", **kw: Any) -> dict[str, Any]:
+        status, body = await self.call(
+            "POST", "/api/v1/requests",
+            json={"type": form_type, "to": to, "form": forms.example(form_type)}, **kw,
+        )
+        assert status == 201, body
+        result: dict[str, Any] = body
+        return result
+
+
+@dataclass
+class Network:
+    folder: Path
+    nodes: dict[str, RunningNode] = field(default_factory=dict)
+
+    def __getitem__(self, state: str) -> RunningNode:
+        return self.nodes[state]
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def running_network(
+    folder: Path, states: tuple[str, ...] = ("AR", "BR", "US"), **create: Any
+) -> AsyncIterator[Network]:
+    peer_socks = {s: bound_socket() for s in states}
+    clerk_socks = {s: bound_socket() for s in states}
+    locals_ = create_network(
+        folder, list(states),
+        peer_ports={s: k.getsockname()[1] for s, k in peer_socks.items()},
+        clerk_ports={s: k.getsockname()[1] for s, k in clerk_socks.items()},
+        now=dt.datetime.now(dt.UTC), **create,
+    )
+    network = Network(folder)
+    http = aiohttp.ClientSession()
+    try:
+        for state, local in locals_.items():
+            runtime = await NodeRuntime.start(
+                local.config, clerk_socket=clerk_socks[state], peer_socket=peer_socks[state]
+            )
+            tokens = {}
+            for role in ("clerk", "approver", "auditor", "admin"):
+                _, tokens[role] = await create_token(runtime.ctx.db, role, f"{role}-{state}",
+                                                     runtime.ctx.clock())
+            network.nodes[state] = RunningNode(local, runtime, tokens, http)
+        yield network
+    finally:
+        for node in network.nodes.values():
+            await node.runtime.stop()
+        await http.close()
+        for sock in [*peer_socks.values(), *clerk_socks.values()]:
+            sock.close()
