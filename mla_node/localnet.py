@@ -93,8 +93,12 @@ def create_network(
         pki.write_public_file(config_path, render_config(config).encode())
         shutil.copyfile(auth_dir / "trust-root.json", node_dir / "trust-root.json")
         nodes[state] = LocalNode(
-            state, node_dir, config_path, config,
-            clerk_ports[state], peer_ports[state],
+            state,
+            node_dir,
+            config_path,
+            config,
+            clerk_ports[state],
+            peer_ports[state],
         )
     publish_directory(folder, list(nodes.values()))
     return nodes

@@ -75,7 +75,8 @@ class NodeRuntime:
             await trust.start()
             ctx = NodeContext(config=config, db=db, identity=identity, trust=trust, clock=clock)
             transport = HttpTransport(
-                identity.tls_cert_path, identity.tls_key_path,
+                identity.tls_cert_path,
+                identity.tls_key_path,
                 max_connections_per_peer=config.delivery.max_in_flight,
             )
             runtime = cls(config, ctx, Deliverer(ctx, transport), transport)
@@ -87,8 +88,12 @@ class NodeRuntime:
         runtime.tasks.append(
             asyncio.create_task(trust.poll(config.delivery.directory_poll_s), name="directory")
         )
-        log.info("node %s ready: clerk API %s, peer endpoint %s", config.node.state,
-                 runtime.clerk_url, runtime.peer_url)
+        log.info(
+            "node %s ready: clerk API %s, peer endpoint %s",
+            config.node.state,
+            runtime.clerk_url,
+            runtime.peer_url,
+        )
         return runtime
 
     async def _serve(
@@ -139,7 +144,7 @@ class NodeRuntime:
     async def readiness(self) -> dict[str, Any]:
         checks: dict[str, str] = {}
         try:
-            self.ctx.trust.require()
+            self.ctx.directory()
             checks["directory"] = "ok"
         except MlaError as exc:
             checks["directory"] = exc.code

@@ -42,11 +42,18 @@ class RunningNode:
         return {"Authorization": f"Bearer {self.tokens[role]}", **extra}
 
     async def call(
-        self, method: str, path: str, *, role: str = "clerk", json: Any = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        role: str = "clerk",
+        json: Any = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         async with self.http.request(
-            method, self.runtime.clerk_url + path, json=json,
+            method,
+            self.runtime.clerk_url + path,
+            json=json,
             headers={**self.headers(role), **(headers or {})},
         ) as resp:
             body = await resp.json(content_type=None)
@@ -54,8 +61,10 @@ class RunningNode:
 
     async def submit(self, to: str, form_type: str = "mla_request", **kw: Any) -> dict[str, Any]:
         status, body = await self.call(
-            "POST", "/api/v1/requests",
-            json={"type": form_type, "to": to, "form": forms.example(form_type)}, **kw,
+            "POST",
+            "/api/v1/requests",
+            json={"type": form_type, "to": to, "form": forms.example(form_type)},
+            **kw,
         )
         assert status == 201, body
         result: dict[str, Any] = body
@@ -72,9 +81,9 @@ class Network:
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05
+    check: Callable[[], Awaitable[bool]], within_s: float = 20.0, interval: float = 0.05
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while not await check():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
@@ -88,10 +97,12 @@ async def running_network(
     peer_socks = {s: bound_socket() for s in states}
     clerk_socks = {s: bound_socket() for s in states}
     locals_ = create_network(
-        folder, list(states),
+        folder,
+        list(states),
         peer_ports={s: k.getsockname()[1] for s, k in peer_socks.items()},
         clerk_ports={s: k.getsockname()[1] for s, k in clerk_socks.items()},
-        now=dt.datetime.now(dt.UTC), **create,
+        now=dt.datetime.now(dt.UTC),
+        **create,
     )
     network = Network(folder)
     http = aiohttp.ClientSession()
@@ -102,8 +113,9 @@ async def running_network(
             )
             tokens = {}
             for role in ("clerk", "approver", "auditor", "admin"):
-                _, tokens[role] = await create_token(runtime.ctx.db, role, f"{role}-{state}",
-                                                     runtime.ctx.clock())
+                _, tokens[role] = await create_token(
+                    runtime.ctx.db, role, f"{role}-{state}", runtime.ctx.clock()
+                )
             network.nodes[state] = RunningNode(local, runtime, tokens, http)
         yield network
     finally:

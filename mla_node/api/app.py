@@ -27,7 +27,8 @@ from mla_node.storage import repo
 from mla_node.transport.problems import problem_middleware
 
 CTX = web.AppKey("ctx", NodeContext)
-READY = web.AppKey("ready", Callable[[], Awaitable[dict[str, Any]]])
+ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
+READY: web.AppKey[ReadinessCheck] = web.AppKey("ready")
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 ANYONE = frozenset(Role)
@@ -94,8 +95,9 @@ def _message_id(request: web.Request) -> str:
 def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
-        raise InvalidParameter("Idempotency-Key must be 1 to 255 characters",
-                               field="Idempotency-Key")
+        raise InvalidParameter(
+            "Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key"
+        )
     return key
 
 
@@ -109,7 +111,9 @@ def _created(message: repo.MessageRow, created: bool) -> web.Response:
 
 async def post_request(request: web.Request) -> web.Response:
     message, created = await cases.submit(
-        request.app[CTX], _principal(request), await _json_body(request),
+        request.app[CTX],
+        _principal(request),
+        await _json_body(request),
         _idempotency_key(request),
     )
     return _created(message, created)
@@ -127,8 +131,9 @@ async def list_requests(request: web.Request) -> web.Response:
     q = request.query
     unknown = set(q) - {"box", "limit", *LIST_FILTERS}
     if unknown:
-        raise InvalidParameter(f"unknown query parameter {sorted(unknown)[0]!r}",
-                               field=sorted(unknown)[0])
+        raise InvalidParameter(
+            f"unknown query parameter {sorted(unknown)[0]!r}", field=sorted(unknown)[0]
+        )
     box = q.get("box", "outbox")
     if box not in ("outbox", "inbox"):
         raise InvalidParameter("box must be outbox or inbox", field="box")
@@ -142,15 +147,24 @@ async def list_requests(request: web.Request) -> web.Response:
         if name in q and not is_ulid(q[name]):
             raise InvalidParameter(f"{name} must be a message id", field=name)
     page = await views.list_requests(
-        request.app[CTX], box=box, status=q.get("status"), form_type=q.get("type"),
-        case_id=q.get("case"), peer=q.get("peer"), cursor=q.get("cursor"), limit=limit,
+        request.app[CTX],
+        box=box,
+        status=q.get("status"),
+        form_type=q.get("type"),
+        case_id=q.get("case"),
+        peer=q.get("peer"),
+        cursor=q.get("cursor"),
+        limit=limit,
     )
     return web.json_response(page)
 
 
 async def post_reply(request: web.Request) -> web.Response:
     message, created = await cases.reply(
-        request.app[CTX], _principal(request), _message_id(request), await _json_body(request),
+        request.app[CTX],
+        _principal(request),
+        _message_id(request),
+        await _json_body(request),
         _idempotency_key(request),
     )
     return _created(message, created)
@@ -158,7 +172,9 @@ async def post_reply(request: web.Request) -> web.Response:
 
 async def post_acknowledge(request: web.Request) -> web.Response:
     message, created = await cases.acknowledge(
-        request.app[CTX], _principal(request), _message_id(request),
+        request.app[CTX],
+        _principal(request),
+        _message_id(request),
         await _json_body(request, optional=True),
     )
     return _created(message, created)
@@ -184,8 +200,9 @@ async def readyz(request: web.Request) -> web.Response:
 def make_clerk_app(
     ctx: NodeContext, ready: Callable[[], Awaitable[dict[str, Any]]], max_body: int
 ) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware, auth_middleware],
-                          client_max_size=max_body)
+    app = web.Application(
+        middlewares=[problem_middleware, auth_middleware], client_max_size=max_body
+    )
     app[CTX] = ctx
     app[READY] = ready
     r = app.router

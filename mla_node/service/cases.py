@@ -177,7 +177,7 @@ async def _send(
         earlier = await _idempotent_replay(ctx, principal, *idempotency)
         if earlier is not None:
             return earlier, False
-    directory = ctx.trust.require()
+    directory = ctx.directory()
     recipient = directory.node(to)
     if recipient is None or to == ctx.state:
         raise UnknownState(f"{to!r} has no node in the directory", field="to")

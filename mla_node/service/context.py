@@ -11,6 +11,7 @@ from enum import StrEnum
 from mla_node.config import NodeConfig
 from mla_node.identity import NodeIdentity
 from mla_node.ids import new_ulid
+from mla_node.protocol.directory import Directory
 from mla_node.protocol.evidence import sign_evidence
 from mla_node.service.trust import TrustKeeper
 from mla_node.storage import repo
@@ -48,6 +49,10 @@ class NodeContext:
     @property
     def state(self) -> str:
         return self.config.node.state
+
+    def directory(self) -> Directory:
+        """The directory to use for traffic now; a TrustError (503) when there is none."""
+        return self.trust.require(self.clock())
 
     async def record_evidence(
         self,

@@ -95,7 +95,7 @@ class Deliverer:
     async def _round(self, peer: str) -> float:
         """Send what is due to ``peer``; return how long to wait before the next round."""
         try:
-            directory = self.ctx.trust.require()
+            directory = self.ctx.directory()
         except TrustError as exc:
             log.warning("not sending to %s: %s", peer, exc.detail)
             return IDLE_POLL_S
@@ -141,7 +141,7 @@ class Deliverer:
             return None
         receipt = verify_receipt(
             answer.receipt,
-            self.ctx.trust.require(),
+            self.ctx.directory(),
             expect_message_id=item.message_id,
             expect_envelope_digest=item.envelope_sha256,
             expect_signer=entry.state,

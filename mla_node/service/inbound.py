@@ -37,7 +37,7 @@ _FOLLOW_UP_EVENTS = {"acknowledgement": Event.ACKNOWLEDGED}
 async def receive(ctx: NodeContext, data: bytes, client_cert_der: bytes | None) -> bytes:
     """Returns the signed receipt. Raises an ``EnvelopeError`` (with a signed rejection receipt
     in ``extra["receipt"]`` when the header could be read) for anything refused."""
-    directory = ctx.trust.require()
+    directory = ctx.directory()
     digest = hashlib.sha256(data).digest()
     try:
         header = read_header(data)[0]

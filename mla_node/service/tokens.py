@@ -10,7 +10,7 @@ from mla_node.service.context import Principal, Role
 from mla_node.storage import repo
 from mla_node.storage.db import Database, Transaction
 
-TOKEN_PREFIX = "mla_"
+TOKEN_PREFIX = "mla_"  # noqa: S105 (a prefix that makes leaked tokens greppable)
 
 
 def _hash(token: str) -> bytes:

@@ -90,11 +90,11 @@ class TrustKeeper:
         log.info("directory version %s accepted", directory.version)
         return True
 
-    def require(self) -> Directory:
-        """The directory to use for traffic now, or a TrustError saying why there is none."""
+    def require(self, now: int) -> Directory:
+        """The directory to use for traffic at ``now``, or a TrustError saying why there is none."""
         if self._current is None:
             raise self.last_error or DirectoryExpired("no valid directory has been accepted yet")
-        if self._clock() >= self._current.expires_at:
+        if now >= self._current.expires_at:
             raise DirectoryExpired(
                 f"directory version {self._current.version} expired; sending has stopped until "
                 "a newer one arrives"
