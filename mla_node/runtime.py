@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import signal
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -171,17 +174,12 @@ class NodeRuntime:
 
 async def run_until_stopped(config: NodeConfig, ready_file: str | None = None) -> None:
     """``mla-node run``: serve until SIGTERM or SIGINT, then stop cleanly."""
-    import json
-    import signal
-
     runtime = await NodeRuntime.start(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if ready_file:
-        from pathlib import Path
-
         pki.write_public_file(
             Path(ready_file),
             json.dumps({"clerk_url": runtime.clerk_url, "peer_url": runtime.peer_url}).encode(),

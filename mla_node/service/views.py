@@ -6,7 +6,6 @@ import datetime as dt
 from typing import Any
 
 from mla_node.errors import MlaError, NotFound
-from mla_node.protocol import forms
 from mla_node.protocol.directory import Directory
 from mla_node.protocol.evidence import Event, verify_evidence
 from mla_node.protocol.receipts import verify_receipt
@@ -209,6 +208,3 @@ async def peers(ctx: NodeContext) -> dict[str, Any]:
         },
         "peers": items,
     }
-
-
-REQUEST_TYPES = sorted(forms.REQUEST_TYPES)
