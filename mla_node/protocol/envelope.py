@@ -265,6 +265,12 @@ def open_envelope(
         raise EnvelopeUnknownKey(
             f"no private key {header.recipient_kid} for {header.suite}", field="header.rkid"
         )
+    if header.recipient_kid in directory.revoked:
+        # A revoked encryption key may be in someone else's hands: what was sealed to it is not
+        # confidential any more, and accepting it would hide that from the sender.
+        raise EnvelopeRevokedKey(
+            f"encryption key {header.recipient_kid} has been revoked", field="header.rkid"
+        )
     try:
         padded = key.decrypt(ciphertext, codec.pae(codec.DOMAIN_HPKE_INFO, header_bytes))
     except Exception as exc:  # every failure looks the same from outside, on purpose

@@ -15,10 +15,11 @@ from mla_node.errors import (
     InvalidStateForAction,
     MalformedBody,
     NotFound,
+    PayloadTooLarge,
     UnknownState,
 )
 from mla_node.protocol import forms
-from mla_node.protocol.envelope import envelope_digest, seal_envelope
+from mla_node.protocol.envelope import MAX_ENVELOPE, envelope_digest, seal_envelope
 from mla_node.protocol.evidence import Event
 from mla_node.protocol.keys import choose_suite
 from mla_node.service.context import NodeContext, Principal
@@ -212,6 +213,12 @@ async def _send(
             "reply_to": reply_to.id if reply_to else None,
         },
     )
+    if len(envelope) > MAX_ENVELOPE:
+        # Padding doubles up to the next power of two, so a form of ~512 KiB cannot go inline.
+        raise PayloadTooLarge(
+            f"the sealed request would be {len(envelope)} bytes, more than {MAX_ENVELOPE}",
+            field="form",
+        )
     digest = envelope_digest(envelope)
     row = repo.MessageRow(
         id=message_id,

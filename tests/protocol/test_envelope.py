@@ -305,6 +305,12 @@ def test_revoked_recipient_encryption_key_is_not_chosen(net: TestNetwork) -> Non
     assert net.directory.encryption_key("BR", X, NOW) is not None
 
 
+def test_envelope_sealed_to_a_revoked_encryption_key_is_refused(net: TestNetwork) -> None:
+    sealed_before = net.seal("AR", "BR", BODY, suite=H)
+    net.resign_directory(revoked={net.nodes["BR"].encryption(H).kid: NOW})
+    refused_at(net, "BR", sealed_before, "envelope_revoked_key")
+
+
 def test_signing_key_not_yet_valid(net: TestNetwork) -> None:
     new = net.rotate_signing_key("AR", not_before=NOW + HOUR)
     net.resign_directory()
