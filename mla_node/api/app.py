@@ -83,6 +83,8 @@ async def _json_body(request: web.Request, *, optional: bool = False) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # "[[[[...": json.loads gives up past ~1000 levels
+        raise MalformedBody("the body's JSON is nested too deeply") from None
 
 
 def _message_id(request: web.Request) -> str:
@@ -94,9 +96,11 @@ def _message_id(request: web.Request) -> str:
 
 def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 255:
+    # Printable ASCII, like the IETF idempotency-key draft's sf-string. A header that is not UTF-8
+    # arrives here holding surrogates, which the database refused with a 500.
+    if key is not None and not (1 <= len(key) <= 255 and all(" " <= c <= "~" for c in key)):
         raise InvalidParameter(
-            "Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key"
+            "Idempotency-Key must be 1 to 255 printable ASCII characters", field="Idempotency-Key"
         )
     return key
 

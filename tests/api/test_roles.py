@@ -1,0 +1,83 @@
+"""Who may call what: every route and every role, against a literal table.
+
+The table is written out by hand on purpose: it is the access policy as a reviewer reads it, and
+a change to ``POLICY`` that does not change this table fails here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from mla_node.protocol import forms
+from tests.api.speckit import Api, delivered
+from tests.api.test_openapi import app_routes
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ROLES = ("clerk", "approver", "auditor", "admin", None, "bad")
+
+# fmt: off
+#                                                   clerk approver auditor admin  none  bad token
+MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
+    ("POST", "/api/v1/requests"):                   (201,  403,     403,    403,   401,  401),
+    ("GET",  "/api/v1/requests"):                   (200,  200,     200,    200,   401,  401),
+    ("GET",  "/api/v1/requests/{id}"):              (200,  200,     200,    200,   401,  401),
+    ("POST", "/api/v1/requests/{id}/replies"):      (201,  403,     403,    403,   401,  401),
+    ("POST", "/api/v1/requests/{id}/acknowledge"):  (201,  403,     403,    403,   401,  401),
+    ("GET",  "/api/v1/peers"):                      (200,  200,     200,    200,   401,  401),
+    ("GET",  "/openapi.json"):                      (200,  200,     200,    200,   200,  200),
+    ("GET",  "/healthz"):                           (200,  200,     200,    200,   200,  200),
+    ("GET",  "/readyz"):                            (200,  200,     200,    200,   200,  200),
+}
+# fmt: on
+
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/api/v1/requests"): {
+        "type": "mla_request",
+        "to": "AR",
+        "form": forms.example("mla_request"),
+    },
+    ("POST", "/api/v1/requests/{id}/replies"): {
+        "type": "status_inquiry",
+        "form": forms.example("status_inquiry"),
+    },
+}
+
+
+async def test_the_table_covers_every_route() -> None:
+    assert set(MATRIX) == app_routes()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def received(ar: Api, br: Api) -> str:
+    """A request Brazil received from Argentina; only the table's one clerk call acknowledges it."""
+    return await delivered(ar, br)
+
+
+@pytest.mark.parametrize("role", ROLES, ids=[str(r) for r in ROLES])
+@pytest.mark.parametrize(("method", "template"), list(MATRIX), ids=[f"{m} {t}" for m, t in MATRIX])
+async def test_role_matrix(
+    br: Api, received: str, method: str, template: str, role: str | None
+) -> None:
+    expected = MATRIX[(method, template)][ROLES.index(role)]
+    path = template.replace("{id}", received)
+    reply = await br(method, path, role=role, json_body=BODIES.get((method, template)))
+    assert reply.status == expected, reply.body
+    if expected == 401:
+        assert reply.problem()["code"] == "unauthenticated"
+    if expected == 403:
+        assert reply.problem()["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["", "Bearer", "Bearer ", "bearer {token}", "Basic {token}", "Bearer {token}x", "{token}"],
+)
+async def test_malformed_authorization_is_401(br: Api, authorization: str) -> None:
+    header = authorization.format(token=br.node.tokens["clerk"])
+    reply = await br.get("/api/v1/requests", role=None, headers={"Authorization": header})
+    assert reply.status == 401
+    assert reply.problem()["code"] == "unauthenticated"
