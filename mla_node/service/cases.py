@@ -52,7 +52,7 @@ def parse_submission(payload: object, *, follow_up: bool) -> Submission:
     ]
     form_type = payload.get("type")
     kinds = forms.FOLLOW_UP_TYPES if follow_up else forms.REQUEST_TYPES
-    if form_type not in kinds:
+    if not isinstance(form_type, str) or form_type not in kinds:
         problems.append(
             FieldProblem("type", "invalid_value", f"Must be one of: {', '.join(sorted(kinds))}.")
         )
@@ -122,7 +122,13 @@ async def reply(
         to=original.peer,
         case_id=original.case_id,
         reply_to=original,
-        idempotency=(idempotency_key, body_hash(payload)) if idempotency_key else None,
+        # The key names one reply to one message: the same key and body on another message is
+        # a different reply, so the message replied to is part of what the digest covers.
+        idempotency=(
+            (idempotency_key, body_hash({"reply_to": message_id, "body": payload}))
+            if idempotency_key
+            else None
+        ),
     )
 
 
@@ -134,7 +140,18 @@ async def acknowledge(
     own id the central authority's reference."""
     original = await _message(ctx, message_id)
     await _check_acknowledgeable(ctx, original)
-    form = payload.get("form") if isinstance(payload, dict) else None
+    if not isinstance(payload, dict):
+        raise MalformedBody("the body must be a JSON object, or empty")
+    extra = [k for k in payload if k != "form"]
+    if extra:
+        raise FormInvalid(
+            "an acknowledgement takes only a form",
+            problems=[
+                FieldProblem(k, "extra_field", "This field is not part of an acknowledgement.")
+                for k in extra
+            ],
+        )
+    form = payload.get("form")
     if form is None:
         today = dt.datetime.fromtimestamp(ctx.clock() / 1000, dt.UTC).date().isoformat()
         form = {"received_on": today, "central_authority_reference": original.id}
@@ -239,6 +256,14 @@ async def _send(
     )
 
     async def store(tx: Transaction) -> tuple[repo.MessageRow, bool]:
+        # Checked again inside the single writer: of two clerks acknowledging at once, the
+        # second finds the first's evidence and nothing is sent twice.
+        if (
+            submission.form_type == "acknowledgement"
+            and reply_to is not None
+            and await repo.has_evidence(tx, reply_to.id, Event.ACKNOWLEDGED)
+        ):
+            raise InvalidStateForAction("this request has already been acknowledged")
         if idempotency is not None:
             # Checked again inside the single writer: of concurrent calls with one key, exactly
             # one gets here first; the others find its row.

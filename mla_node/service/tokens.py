@@ -38,7 +38,10 @@ async def create_token(db: Database, role: str, name: str, now: int) -> tuple[st
 async def authenticate(db: Database, authorization: str | None) -> Principal:
     if not authorization or not authorization.startswith("Bearer "):
         raise Unauthenticated("send the token as 'Authorization: Bearer <token>'")
-    row = await repo.token_by_hash(db, _hash(authorization.removeprefix("Bearer ").strip()))
+    token = authorization.removeprefix("Bearer ").strip()
+    if not token.isascii():
+        raise Unauthenticated("the token is unknown or revoked")
+    row = await repo.token_by_hash(db, _hash(token))
     if row is None:
         raise Unauthenticated("the token is unknown or revoked")
     return Principal(row.id, Role(row.role), row.name)

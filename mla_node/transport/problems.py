@@ -54,7 +54,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return web.json_response(_http_problem(exc), status=exc.status, content_type=PROBLEM_JSON)
+        # 405 must say what is allowed (RFC 9110 15.5.6).
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return web.json_response(
+            _http_problem(exc), status=exc.status, content_type=PROBLEM_JSON, headers=headers
+        )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(MlaError("an internal error occurred; it has been logged"))

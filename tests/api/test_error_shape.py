@@ -107,11 +107,6 @@ async def test_unknown_route_and_method(ar: Api) -> None:
     assert_problem(await ar("DELETE", REQUESTS), 405, "method_not_allowed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG transport/problems.py: the 405 problem drops aiohttp's Allow header (RFC 9110 "
-    "15.5.6 requires it)",
-)
 async def test_method_not_allowed_says_what_is_allowed(ar: Api) -> None:
     reply = await ar("DELETE", REQUESTS)
     assert set(reply.headers.get("Allow", "").split(",")) >= {"GET", "POST"}
@@ -270,11 +265,6 @@ async def test_bad_input_gets_a_problem_not_a_500(
     assert reply.body.get("field") == field
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG service/cases.py parse_submission: `form_type not in kinds` raises TypeError "
-    "(500) when type is a list or object",
-)
 @pytest.mark.parametrize("bad_type", [[], {"x": 1}], ids=["list", "object"])
 async def test_an_unhashable_type_is_a_form_problem(ar: Api, bad_type: object) -> None:
     reply = await ar.post(REQUESTS, {"type": bad_type, "to": "BR", "form": {}})
@@ -332,12 +322,6 @@ async def test_acknowledging_twice_is_409(ar: Api, br: Api) -> None:
     assert_problem(reply, 409, "invalid_state")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG service/cases.py: _check_acknowledgeable runs outside the writer, so concurrent "
-    "acknowledgements (a double click) all pass it: N acknowledgements sent, N evidence records",
-)
 async def test_concurrent_acknowledgements_send_one(ar: Api, br: Api) -> None:
     request_id = await delivered(ar, br)
     path = f"{REQUESTS}/{request_id}/acknowledge"
@@ -391,12 +375,6 @@ async def test_an_idempotency_key_that_is_not_printable_ascii_is_refused(ar: Api
         assert reply.problem()["field"] == "Idempotency-Key"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG service/tokens.py authenticate(): a token that is not UTF-8 raises "
-    "UnicodeEncodeError in _hash() (500) instead of Unauthenticated",
-)
 async def test_an_authorization_header_that_is_not_utf8_is_401(ar: Api) -> None:
     reply = await ar.raw("GET", REQUESTS, b"Authorization: Bearer \xff\xfe\r\n")
     assert reply.status == 401
@@ -409,12 +387,6 @@ async def test_query_and_path_bytes_that_are_not_utf8_are_refused(ar: Api) -> No
     assert (await ar.raw("GET", f"{REQUESTS}?limit=%FF", token)).status == 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG service/cases.py acknowledge(): a body that is not an object, or has keys other "
-    "than `form`, is ignored and the request acknowledged with the defaults",
-)
 @pytest.mark.parametrize("body", [[1, 2], {"from": {"received_on": "2025-03-12"}}])
 async def test_an_acknowledge_body_of_the_wrong_shape_is_refused(
     ar: Api, br: Api, body: object

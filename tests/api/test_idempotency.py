@@ -119,12 +119,6 @@ async def test_replies_are_idempotent_too(ar: Api, br: Api) -> None:
     assert [m["type"] for m in view.body["thread"]] == ["mla_request", "status_inquiry"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG service/cases.py reply(): the idempotency digest covers the body only, not the "
-    "request replied to, so the same key and body on another request replays the first reply",
-)
 async def test_a_key_reused_on_another_request_is_not_a_replay(ar: Api, br: Api) -> None:
     first_request, second_request = await delivered(ar, br), await delivered(ar, br)
     inquiry = {"type": "status_inquiry", "form": forms.example("status_inquiry")}
