@@ -20,6 +20,7 @@ from mla_node.errors import (
     UnsupportedMediaType,
 )
 from mla_node.ids import is_ulid
+from mla_node.protocol import forms
 from mla_node.service import cases, views
 from mla_node.service.context import NodeContext, Principal, Role
 from mla_node.service.tokens import authenticate
@@ -150,6 +151,14 @@ async def list_requests(request: web.Request) -> web.Response:
     for name in ("case", "cursor"):
         if name in q and not is_ulid(q[name]):
             raise InvalidParameter(f"{name} must be a message id", field=name)
+    # A typo in a filter must not look like an empty box.
+    for name, allowed in (("status", repo.MESSAGE_STATUSES), ("type", forms.ALL_TYPES)):
+        if name in q and q[name] not in allowed:
+            raise InvalidParameter(
+                f"{name} must be one of {', '.join(sorted(allowed))}", field=name
+            )
+    if "peer" in q and not (len(q["peer"]) == 2 and q["peer"].isascii() and q["peer"].isupper()):
+        raise InvalidParameter("peer must be a two-letter state code", field="peer")
     page = await views.list_requests(
         request.app[CTX],
         box=box,

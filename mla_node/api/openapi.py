@@ -20,6 +20,7 @@ from mla_node.protocol import forms
 from mla_node.protocol.evidence import EVENTS
 from mla_node.protocol.keys import Suite
 from mla_node.service.views import MAX_PAGE
+from mla_node.storage.repo import MESSAGE_STATUSES
 
 __all__ = ["API_VERSION", "openapi_document", "problem_codes"]
 
@@ -31,7 +32,6 @@ PROBLEM_JSON: Final = "application/problem+json"
 STATE_PATTERN: Final = r"^[A-Z]{2}$"
 HEX_SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
 # Outbox: queued -> delivered | rejected. Inbox: received -> retrieved (a clerk opened it).
-MESSAGE_STATUSES: Final = ("queued", "delivered", "rejected", "received", "retrieved")
 RECEIPT_STATUSES: Final = ("delivered", "rejected")
 
 

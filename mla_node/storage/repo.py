@@ -27,6 +27,10 @@ class Reader(Protocol):
     ) -> list[sqlite3.Row]: ...  # pragma: no cover
 
 
+# out: queued -> delivered | rejected; in: received -> retrieved (a clerk opened it)
+MESSAGE_STATUSES = ("queued", "delivered", "rejected", "received", "retrieved")
+
+
 @dataclass(frozen=True)
 class MessageRow:
     id: str

@@ -156,6 +156,9 @@ BAD_INPUT: list[tuple[str, str, str, str | bytes | None, dict[str, str], int, st
     ("limit -1", "GET", f"{REQUESTS}?limit=-1", None, {}, 400, "invalid_parameter", "limit"),
     ("limit text", "GET", f"{REQUESTS}?limit=ten", None, {}, 400, "invalid_parameter", "limit"),
     ("limit empty", "GET", f"{REQUESTS}?limit=", None, {}, 400, "invalid_parameter", "limit"),
+    ("bad status", "GET", f"{REQUESTS}?status=sent", None, {}, 400, "invalid_parameter", "status"),
+    ("bad type", "GET", f"{REQUESTS}?type=letter", None, {}, 400, "invalid_parameter", "type"),
+    ("bad peer", "GET", f"{REQUESTS}?peer=br", None, {}, 400, "invalid_parameter", "peer"),
     (
         "limit huge",
         "GET",
