@@ -1,21 +1,42 @@
 """A local network of state nodes in one folder: the authority, each node's keys and config.
 
 Used by ``mla-node network up``, the demo and the multi-node tests. Only the file layout is made
-here; starting the nodes (as processes or in-process) is the caller's business.
+here; starting the nodes (as processes or in-process) is the caller's business
+(:mod:`mla_node.supervisor` runs them as processes).
 
 Layout::
 
     DIR/authority/            the network authority (root key, CA, registry, directory.bin)
-    DIR/nodes/<STATE>/        config.toml, keys/, trust-root.json, directory.bin, node.db
-    DIR/network.json          written by ``network up`` once every node is ready
+    DIR/nodes/<STATE>/        config.toml, keys/, trust-root.json, directory.bin, node.db,
+                              node.log and ready.json (while it runs as a process)
+    DIR/network.json          the manifest: URLs, tokens, files and pid of every node       0600
+    DIR/.network.lock         serialises the commands that rewrite the manifest            0600
+
+``network.json`` holds bearer tokens, hence 0600. Its shape is fixed (tests and chaos scripts read
+it)::
+
+    {"authority": {"dir": ..., "trust_root": ...},
+     "nodes": {"AR": {"state", "clerk_url", "peer_url", "token", "auditor_token", "admin_token",
+                      "config", "database", "pid", "log"}, ...}}
+
+``pid`` is null while a node is stopped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import fcntl
+import json
+import os
+import random
 import shutil
-from dataclasses import dataclass
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from mla_node import authority, pki
 from mla_node.config import (
@@ -24,10 +45,14 @@ from mla_node.config import (
     NodeConfig,
     NodeSection,
     PeerSection,
-    render_config,
 )
+from mla_node.config_text import commented_config
+from mla_node.errors import ConfigError
 from mla_node.identity import init_node
 from mla_node.protocol.keys import Suite
+from mla_node.runtime import MIGRATIONS
+from mla_node.service.tokens import create_token
+from mla_node.storage.db import Database, load_migrations
 
 CENTRAL_AUTHORITIES = {
     "AR": "Ministerio de Justicia de la Nación Argentina",
@@ -72,10 +97,11 @@ def create_network(
     for state in states:
         node_dir = folder / "nodes" / state
         keys_dir = node_dir / "keys"
+        authority_name = CENTRAL_AUTHORITIES.get(state, f"Central authority of {state}")
         registration = init_node(
             keys_dir,
             state=state,
-            authority_name=CENTRAL_AUTHORITIES.get(state, f"Central authority of {state}"),
+            authority_name=authority_name,
             endpoint=f"https://{host}:{peer_ports[state]}",
             hostnames=[host, "localhost"],
             suites=(suites or {}).get(state, list(Suite)),
@@ -83,14 +109,15 @@ def create_network(
         )
         authority.admit(auth_dir, registration, now=now)
         config = NodeConfig(
-            node=NodeSection(state=state, authority_name=CENTRAL_AUTHORITIES.get(state, state)),
+            node=NodeSection(state=state, authority_name=authority_name),
             clerk_api=ClerkApiSection(host=host, port=clerk_ports[state]),
             peer=PeerSection(host=host, port=peer_ports[state]),
             delivery=delivery,
             base_dir=node_dir,
         )
         config_path = node_dir / "config.toml"
-        pki.write_public_file(config_path, render_config(config).encode())
+        title = f"mla-node configuration of {state}'s node in a local network (mla-node network up)"
+        pki.write_public_file(config_path, commented_config(config, title=title).encode())
         shutil.copyfile(auth_dir / "trust-root.json", node_dir / "trust-root.json")
         nodes[state] = LocalNode(
             state,
@@ -108,3 +135,263 @@ def publish_directory(folder: Path, nodes: list[LocalNode]) -> None:
     """Copy the authority's latest directory to every node (each picks it up live)."""
     for node in nodes:
         authority.install_directory(folder / "authority", node.config.directory_path)
+
+
+# --- ports ---------------------------------------------------------------------------------------
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free on ``host`` now, outside the ephemeral range if possible.
+
+    Each is checked by binding it (all at once, then closed). They are drawn below the range the
+    kernel hands out for ``bind(:0)`` and outgoing connections: a port from that range, closed
+    again, can be taken by any client connection (the readiness checks, the nodes' deliveries)
+    before the node binds it, and the node then fails with "address in use". Below it, only a
+    program binding that very port could take it. Falls back to ``bind(:0)`` if that fails.
+    """
+    low, high = _PORT_RANGE[0], min(_PORT_RANGE[1], _ephemeral_low() - 1)
+    rng = random.SystemRandom()
+    with ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(_PORT_ATTEMPTS):
+            if len(ports) == count:
+                break
+            port = rng.randint(low, high) if low < high else 0
+            sock = stack.enter_context(socket.socket(socket.AF_INET))
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            bound = int(sock.getsockname()[1])
+            if bound not in ports:
+                ports.append(bound)
+        while len(ports) < count:  # an unusual system: take what bind(:0) gives
+            sock = stack.enter_context(socket.socket(socket.AF_INET))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+_PORT_RANGE = (15000, 32767)
+_PORT_ATTEMPTS = 500
+
+
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (Linux; 49152 elsewhere, as IANA says)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
+# --- the manifest: network.json ------------------------------------------------------------------
+
+NETWORK_FILE = "network.json"
+LOCK_FILE = ".network.lock"
+READY_FILE = "ready.json"
+LOG_FILE = "node.log"
+TOKEN_ROLES = {"token": "clerk", "auditor_token": "auditor", "admin_token": "admin"}
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One node of ``network.json``."""
+
+    state: str
+    clerk_url: str
+    peer_url: str
+    token: str  # clerk
+    auditor_token: str
+    admin_token: str
+    config: Path
+    database: Path
+    pid: int | None
+    log: Path
+
+    @property
+    def folder(self) -> Path:
+        return self.config.parent
+
+    @property
+    def ready_file(self) -> Path:
+        return self.folder / READY_FILE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "clerk_url": self.clerk_url,
+            "peer_url": self.peer_url,
+            "token": self.token,
+            "auditor_token": self.auditor_token,
+            "admin_token": self.admin_token,
+            "config": str(self.config),
+            "database": str(self.database),
+            "pid": self.pid,
+            "log": str(self.log),
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> NodeRecord:
+        pid = obj["pid"]
+        if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
+            raise ValueError(f"bad pid {pid!r}")
+        return cls(
+            state=_text(obj, "state"),
+            clerk_url=_text(obj, "clerk_url"),
+            peer_url=_text(obj, "peer_url"),
+            token=_text(obj, "token"),
+            auditor_token=_text(obj, "auditor_token"),
+            admin_token=_text(obj, "admin_token"),
+            config=Path(_text(obj, "config")),
+            database=Path(_text(obj, "database")),
+            pid=pid,
+            log=Path(_text(obj, "log")),
+        )
+
+
+def _text(obj: dict[str, Any], key: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string")
+    return value
+
+
+@dataclass(frozen=True)
+class Manifest:
+    folder: Path
+    authority_dir: Path
+    trust_root: Path
+    nodes: dict[str, NodeRecord]
+
+    def with_pid(self, state: str, pid: int | None) -> Manifest:
+        return replace(self, nodes={**self.nodes, state: replace(self.nodes[state], pid=pid)})
+
+    def node(self, state: str) -> NodeRecord:
+        try:
+            return self.nodes[state]
+        except KeyError:
+            raise ConfigError(
+                f"the network in {self.folder} has no node {state!r} "
+                f"(it has {', '.join(self.nodes)})",
+                field="state",
+            ) from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "authority": {"dir": str(self.authority_dir), "trust_root": str(self.trust_root)},
+            "nodes": {state: node.to_json() for state, node in self.nodes.items()},
+        }
+
+
+def read_manifest(folder: Path) -> Manifest | None:
+    """The manifest of the network in ``folder``, or None if there is none."""
+    path = folder / NETWORK_FILE
+    try:
+        obj = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", field=str(path)) from exc
+    try:
+        nodes = {str(s): NodeRecord.from_json(n) for s, n in obj["nodes"].items()}
+        if any(s != n.state for s, n in nodes.items()):
+            raise ValueError("a node is filed under another state than its own")
+        return Manifest(
+            folder=folder,
+            authority_dir=Path(_text(obj["authority"], "dir")),
+            trust_root=Path(_text(obj["authority"], "trust_root")),
+            nodes=nodes,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"{path} is not a network manifest: {exc!r}", field=str(path)) from exc
+
+
+def write_manifest(manifest: Manifest) -> Path:
+    path = manifest.folder / NETWORK_FILE
+    text = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n"
+    pki.write_private_file(path, text.encode())
+    return path
+
+
+@contextmanager
+def manifest_lock(folder: Path) -> Iterator[None]:
+    """Hold the network folder's lock: one command at a time rewrites ``network.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def init_network(folder: Path, states: list[str], *, now: dt.datetime) -> Manifest:
+    """Create a network of ``states`` on free loopback ports, with a clerk, an auditor and an
+    admin token in each node's database, and write its manifest (every ``pid`` null)."""
+    folder = folder.resolve()
+    taken = [name for name in ("authority", "nodes", NETWORK_FILE) if (folder / name).exists()]
+    if taken:
+        raise ConfigError(
+            f"{folder} already holds {', '.join(taken)} but no complete network; "
+            "remove it or choose an empty folder",
+            field=str(folder),
+        )
+    ports = free_ports(2 * len(states))
+    clerk_ports = dict(zip(states, ports[::2], strict=True))
+    peer_ports = dict(zip(states, ports[1::2], strict=True))
+    local = create_network(folder, states, peer_ports=peer_ports, clerk_ports=clerk_ports, now=now)
+    records: dict[str, NodeRecord] = {}
+    for state, node in local.items():
+        tokens = asyncio.run(create_tokens(node.config, now_ms=int(now.timestamp() * 1000)))
+        records[state] = NodeRecord(
+            state=state,
+            clerk_url=f"http://{node.config.clerk_api.host}:{node.clerk_port}",
+            peer_url=f"https://{node.config.peer.host}:{node.peer_port}",
+            config=node.config_path,
+            database=node.config.database_path,
+            pid=None,
+            log=node.folder / LOG_FILE,
+            **tokens,
+        )
+    manifest = Manifest(
+        folder=folder,
+        authority_dir=folder / "authority",
+        trust_root=folder / "authority" / authority.TRUST_ROOT_FILE,
+        nodes=records,
+    )
+    write_manifest(manifest)
+    return manifest
+
+
+def create_database_file(path: Path) -> None:
+    """Create an empty database file readable by its owner only, if there is none.
+
+    It will hold the forms in clear. SQLite gives the ``-wal`` and ``-shm`` files it creates the
+    mode of the database file, so they stay private too; an empty file is an empty database.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path}: {exc.strerror or exc}", field=str(path)) from exc
+    os.close(fd)
+
+
+async def create_tokens(config: NodeConfig, *, now_ms: int) -> dict[str, str]:
+    """A clerk, an auditor and an admin token in the node's database (not running yet)."""
+    create_database_file(config.database_path)
+    db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
+    try:
+        tokens: dict[str, str] = {}
+        for key, role in TOKEN_ROLES.items():
+            _, tokens[key] = await create_token(
+                db, role, f"{role} ({config.node.state}, local network)", now_ms
+            )
+        return tokens
+    finally:
+        await db.close()
