@@ -1,6 +1,6 @@
 """The one configuration object of a node, read from TOML.
 
-Every setting is documented here (its ``description``) and in docs/configuration.md; a test keeps
+Every setting is documented here (its ``description``) and in config/README.md; a test keeps
 the two in step. A bad file fails at start-up with the dotted path of the bad key. Relative paths
 are resolved against the directory holding the config file, so a node's folder can be moved whole.
 """
@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mla_node.errors import ConfigError
+from mla_node.protocol.directory import MAX_AUTHORITY_NAME
 
 
 class _Section(BaseModel):
@@ -26,7 +27,8 @@ class NodeSection(_Section):
         pattern=r"^[A-Z]{2}$",
     )
     authority_name: str = Field(
-        description="Name of the central authority that runs the node.", max_length=200
+        description="Name of the central authority that runs the node.",
+        max_length=MAX_AUTHORITY_NAME,
     )
     database: Path = Field(Path("node.db"), description="SQLite database file.")
 
@@ -132,28 +134,6 @@ def load_config(path: Path) -> NodeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", field=str(path)) from exc
     return parse_config(data, path.resolve().parent)
-
-
-def render_config(config: NodeConfig) -> str:
-    """TOML text for a config (written by `node init` and `network up`)."""
-    lines: list[str] = []
-    for section_name, section in config:
-        if not isinstance(section, BaseModel):
-            continue
-        lines.append(f"[{section_name}]")
-        for key, value in section:
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
 
 
 def documented_settings() -> dict[str, str]:

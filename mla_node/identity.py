@@ -41,7 +41,7 @@ from cryptography.x509.oid import NameOID
 from mla_node import pki
 from mla_node.errors import ConfigError, KeyFileError
 from mla_node.protocol import codec
-from mla_node.protocol.directory import OAS_STATES
+from mla_node.protocol.directory import MAX_AUTHORITY_NAME, OAS_STATES
 from mla_node.protocol.keys import (
     SIGNING_ALG,
     EncryptionKey,
@@ -89,7 +89,6 @@ _ENCRYPTION_KINDS: dict[str, Suite] = {
 }
 _MS_PER_DAY = 86_400_000
 _MAX_ENDPOINT = 512  # the directory refuses longer endpoints
-_MAX_AUTHORITY_NAME = 512
 
 
 @dataclass(frozen=True)
@@ -132,9 +131,9 @@ def check_node_fields(
     """
     if state not in OAS_STATES:
         raise ConfigError(f"{state!r} is not the code of an OAS member state", field="state")
-    if not authority_name.strip() or len(authority_name) > _MAX_AUTHORITY_NAME:
+    if not authority_name.strip() or len(authority_name) > MAX_AUTHORITY_NAME:
         raise ConfigError(
-            f"the authority name must be 1 to {_MAX_AUTHORITY_NAME} characters",
+            f"the authority name must be 1 to {MAX_AUTHORITY_NAME} characters",
             field="authority_name",
         )
     try:

@@ -73,6 +73,7 @@ class NodeRuntime:
                 field="keys.trust_root",
             ) from exc
         db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
+        runners: list[web.AppRunner] = []
         try:
             trust = TrustKeeper(trust_root, config.directory_path, db, clock)
             await trust.start()
@@ -82,9 +83,11 @@ class NodeRuntime:
                 identity.tls_key_path,
                 max_connections_per_peer=config.delivery.max_in_flight,
             )
-            runtime = cls(config, ctx, Deliverer(ctx, transport), transport)
+            runtime = cls(config, ctx, Deliverer(ctx, transport), transport, runners)
             await runtime._serve(trust_root, clerk_socket, peer_socket)
         except BaseException:
+            for runner in runners:
+                await runner.cleanup()
             await db.close()
             raise
         await runtime.deliverer.start()
@@ -140,7 +143,13 @@ class NodeRuntime:
             site = web.SockSite(runner, sock, ssl_context=tls)
         else:
             site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            setting = "peer.port" if scheme == "https" else "clerk_api.port"
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror}", field=setting
+            ) from exc
         bound_host, bound_port = runner.addresses[-1][:2]
         return f"{scheme}://{bound_host}:{bound_port}"
 
@@ -179,12 +188,14 @@ async def run_until_stopped(config: NodeConfig, ready_file: str | None = None) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if ready_file:
-        pki.write_public_file(
-            Path(ready_file),
-            json.dumps({"clerk_url": runtime.clerk_url, "peer_url": runtime.peer_url}).encode(),
-        )
     try:
+        if ready_file:
+            pki.write_public_file(
+                Path(ready_file),
+                json.dumps({"clerk_url": runtime.clerk_url, "peer_url": runtime.peer_url}).encode(),
+            )
         await stop.wait()
     finally:
+        if ready_file:
+            Path(ready_file).unlink(missing_ok=True)  # noqa: ASYNC240 (one tiny file, at exit)
         await runtime.stop()

@@ -167,7 +167,7 @@ def test_node_init_public_endpoint_listens_everywhere_on_its_port(tmp_path: Path
         (["--state", "AR", "--endpoint", "https://127.0.0.1:99999"], "Port out of range"),
         (["--state", "AR", "--endpoint", ENDPOINT, "--hostname", "other.example"], "hostnames"),
         (["--state", "BS", "--endpoint", ENDPOINT], "--authority-name"),
-        (["--state", "AR", "--endpoint", ENDPOINT, "--authority-name", "x" * 300], "authority"),
+        (["--state", "AR", "--endpoint", ENDPOINT, "--authority-name", "x" * 600], "authority"),
     ],
     ids=["state", "scheme", "port", "hostname", "authority-unknown", "authority-too-long"],
 )

@@ -65,6 +65,7 @@ OAS_STATES = frozenset(
     ]
 )
 KEY_USES = frozenset({"sign", "encrypt"})
+MAX_AUTHORITY_NAME = 512
 _ED25519_LEN = 32
 
 
@@ -306,7 +307,7 @@ def _parse(body: codec.Fields, raw: bytes) -> Directory:
             )
         nodes[state] = NodeEntry(
             state=state,
-            authority=n.text("authority", 512),
+            authority=n.text("authority", MAX_AUTHORITY_NAME),
             endpoint=endpoint,
             suites=tuple(suites),
             tls_cert_sha256=tls_cert_sha256,

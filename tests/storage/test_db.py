@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
+import stat
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -423,3 +425,17 @@ async def test_an_acknowledged_write_survives_the_process_being_killed(tmp_path:
     assert await names(db) == ["durable"]
     assert await db.integrity_check() == "ok"
     await db.close()
+
+
+async def test_database_files_are_private(tmp_path: Path) -> None:
+    """The database holds forms in clear: the file and its WAL are 0600 whatever the umask."""
+    old = os.umask(0o022)
+    try:
+        db = await Database.open(tmp_path / "node.db", [Migration(1, "CREATE TABLE t (x)")])
+        await db.write(lambda tx: tx.execute("INSERT INTO t VALUES (1)"))
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.is_file()}
+        await db.close()
+    finally:
+        os.umask(old)
+    assert modes["node.db"] == 0o600
+    assert all(mode == 0o600 for mode in modes.values()), modes
