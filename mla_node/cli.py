@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import shlex
 import shutil
 import signal
 import sys
@@ -39,6 +40,7 @@ from mla_node.demo import (
 from mla_node.errors import ConfigError, MlaError
 from mla_node.identity import REGISTRATION_FILE, check_node_fields, init_node
 from mla_node.pki import write_public_file
+from mla_node.protocol import forms
 from mla_node.protocol.directory import OAS_STATES, verify_directory
 from mla_node.protocol.keys import Suite
 from mla_node.runtime import MIGRATIONS, run_until_stopped
@@ -453,6 +455,27 @@ def network_stop_node(state: str, folder: Path, kill: bool) -> None:
     click.echo(f"{result.state}  {result.how}" + (f" (pid {result.pid})" if result.pid else ""))
 
 
+@network_group.command("env")
+@click.option("--dir", "folder", type=DIR_OPTION, required=True, help="Network folder.")
+def network_env(folder: Path) -> None:
+    """Print shell variables for each node of the network in DIR, for curl by hand.
+
+    `eval "$(mla-node network env --dir DIR)"` sets AR_URL, AR_TOKEN (clerk),
+    AR_AUDITOR_TOKEN and AR_ADMIN_TOKEN, and the same for every other state.
+    """
+    manifest = localnet.read_manifest(folder.resolve())
+    if manifest is None:
+        raise ConfigError(f"no network in {folder}: run `mla-node network up` first", field="dir")
+    for node in manifest.nodes.values():
+        for name, value in (
+            ("URL", node.clerk_url),
+            ("TOKEN", node.token),
+            ("AUDITOR_TOKEN", node.auditor_token),
+            ("ADMIN_TOKEN", node.admin_token),
+        ):
+            click.echo(f"export {node.state}_{name}={shlex.quote(value)}")
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Let SIGTERM unwind like Ctrl-C, so the nodes this command started are stopped too."""
@@ -465,6 +488,38 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# --- treaty forms --------------------------------------------------------------------------------
+
+
+@cli.group("forms")
+def forms_group() -> None:
+    """The treaty forms a clerk fills in: their types and examples."""
+
+
+@forms_group.command("list")
+def forms_list() -> None:
+    """List the form types: the requests that open a case, and the follow-ups in it."""
+    for title, kinds in (("requests", forms.REQUEST_TYPES), ("follow-ups", forms.FOLLOW_UP_TYPES)):
+        click.echo(f"{title}: {', '.join(sorted(kinds))}")
+
+
+@forms_group.command("example")
+@click.argument("form_type", type=click.Choice(sorted(forms.ALL_TYPES)))
+@click.option("--to", help="For a request: the requested state, to print a whole submission.")
+def forms_example(form_type: str, to: str | None) -> None:
+    """Print a valid example of FORM_TYPE as JSON (with --to: the body of a POST).
+
+    A request needs --to; a follow-up's body is POSTed to /api/v1/requests/{id}/replies.
+    """
+    body: dict[str, Any] = {"type": form_type}
+    if form_type in forms.REQUEST_TYPES:
+        if to is None:
+            raise click.UsageError("a request needs --to STATE (the requested state)")
+        body["to"] = to.upper()
+    body["form"] = forms.example(form_type)
+    click.echo(json.dumps(body, indent=2, ensure_ascii=False))
 
 
 # --- the demo ------------------------------------------------------------------------------------

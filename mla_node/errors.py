@@ -61,8 +61,10 @@ class MlaError(Exception):
             "detail": self.detail,
             "code": self.code,
         }
-        if self.field is not None:
-            body["field"] = self.field
+        # The field at fault: named outright, or the first of several bad fields.
+        field = self.field or (self.problems[0].field if self.problems else None)
+        if field is not None:
+            body["field"] = field
         if self.problems:
             body["errors"] = [p.as_dict() for p in self.problems]
         body.update(self.extra)

@@ -47,7 +47,8 @@ async def test_a_form_with_several_bad_fields_names_every_one(ar: Api) -> None:
     del body["form"]["case_reference"]
     body["form"]["contact_officer"] = {**body["form"]["contact_officer"], "email": "lucia at home"}
     reply = await ar.post(REQUESTS, body)
-    assert_problem(reply, 422, "form_invalid", BASE_KEYS | {"errors"})
+    assert_problem(reply, 422, "form_invalid", BASE_KEYS | {"errors", "field"})
+    assert reply.body["field"] == reply.body["errors"][0]["field"]
     assert {(e["field"], e["code"]) for e in reply.body["errors"]} == {
         ("form.case_reference", "missing"),
         ("form.language", "invalid_value"),
@@ -64,7 +65,7 @@ async def test_a_form_with_several_bad_fields_names_every_one(ar: Api) -> None:
 
 async def test_bad_outer_fields_are_all_named_too(ar: Api) -> None:
     reply = await ar.post(REQUESTS, {"type": "mla", "to": "brazil", "form": [], "urgent": True})
-    assert_problem(reply, 422, "form_invalid", BASE_KEYS | {"errors"})
+    assert_problem(reply, 422, "form_invalid", BASE_KEYS | {"errors", "field"})
     assert {(e["field"], e["code"]) for e in reply.body["errors"]} == {
         ("urgent", "extra_field"),
         ("type", "invalid_value"),
@@ -347,7 +348,7 @@ async def test_an_acknowledgement_with_a_bad_form_names_its_fields(ar: Api, br: 
     reply = await br.post(
         f"{REQUESTS}/{request_id}/acknowledge", {"form": {"received_on": "yesterday"}}
     )
-    assert_problem(reply, 422, "form_invalid", BASE_KEYS | {"errors"})
+    assert_problem(reply, 422, "form_invalid", BASE_KEYS | {"errors", "field"})
     assert {(e["field"], e["code"]) for e in reply.body["errors"]} == {
         ("form.received_on", "invalid_date"),
         ("form.central_authority_reference", "missing"),
@@ -358,7 +359,7 @@ async def test_an_acknowledgement_with_a_bad_form_names_its_fields(ar: Api, br: 
 async def test_a_follow_up_of_a_request_type_is_refused(ar: Api, br: Api) -> None:
     request_id = await delivered(ar, br)
     reply = await br.post(f"{REQUESTS}/{request_id}/replies", mla_request())
-    assert_problem(reply, 422, "form_invalid", BASE_KEYS | {"errors"})
+    assert_problem(reply, 422, "form_invalid", BASE_KEYS | {"errors", "field"})
     assert {(e["field"], e["code"]) for e in reply.body["errors"]} == {
         ("to", "extra_field"),
         ("type", "invalid_value"),
