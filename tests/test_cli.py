@@ -426,6 +426,9 @@ def test_network_up_delivers_survives_a_crash_and_goes_down(network_dir: Path) -
         assert is_running(node)
         assert call(node, "GET", "/readyz")[0] == 200
         assert node.clerk_url in up.stdout
+    env = invoke("network", "env", "--dir", network_dir)
+    assert f"export AR_URL={ar.clerk_url}" in env.output.splitlines()
+    assert f"export BR_TOKEN={br.token}" in env.output.splitlines()
 
     first = submit(ar, "BR")
     wait_until(lambda: receipt_verified(ar, first))
@@ -516,3 +519,21 @@ def test_demo_once_verifies_both_receipts(tmp_path: Path) -> None:
     assert manifest is not None
     assert all(n.pid is None for n in manifest.nodes.values())
     assert not any(is_running(n) for n in manifest.nodes.values())
+
+
+def test_forms_example_prints_a_body_the_api_accepts() -> None:
+    body = json.loads(invoke("forms", "example", "mla_request", "--to", "br").output)
+    assert body["type"] == "mla_request"
+    assert body["to"] == "BR"
+    assert forms.validate_form("mla_request", 1, body["form"]) == body["form"]
+    reply = json.loads(invoke("forms", "example", "status_inquiry").output)
+    assert set(reply) == {"type", "form"}
+    refused = CliRunner().invoke(cli, ["forms", "example", "mla_request"])
+    assert refused.exit_code == 2
+    assert "--to" in refused.output
+
+
+def test_network_env_without_a_network_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["network", "env", "--dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "network up" in result.output
