@@ -26,13 +26,13 @@ if [ ! -x .venv/bin/python ]; then
     fi
   fi
 fi
+pip_install() {
+  # Quiet, but keep real errors: drop only pip's notes about index locations it skips.
+  .venv/bin/python -m pip install -q "$@" 2> >(grep -v '^WARNING: Location .* is ignored' >&2)
+}
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${1:-app}
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  if [ "${1:-app}" = dev ]; then
-    .venv/bin/python -m pip install -q -e '.[dev]'
-  else
-    .venv/bin/python -m pip install -q -e .
-  fi
+  pip_install --upgrade pip
+  if [ "${1:-app}" = dev ]; then pip_install -e '.[dev]'; else pip_install -e .; fi
   touch "$stamp"
 fi
