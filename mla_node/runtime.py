@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mla_node import pki
+from mla_node import crashpoints, pki
 from mla_node.api.app import make_clerk_app
 from mla_node.config import NodeConfig
 from mla_node.errors import ConfigError, MlaError
@@ -64,6 +64,10 @@ class NodeRuntime:
         peer_socket: socket.socket | None = None,
         clock: Callable[[], int] = wall_clock_ms,
     ) -> NodeRuntime:
+        try:
+            crashpoints.check_environment()
+        except ValueError as exc:
+            raise ConfigError(f"{crashpoints.ENV_VAR}: {exc}", field=crashpoints.ENV_VAR) from exc
         identity = load_identity(config.keys_dir)
         try:
             trust_root = TrustRoot.from_json(config.trust_root_path.read_bytes())

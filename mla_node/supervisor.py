@@ -104,9 +104,11 @@ def node_command(node: NodeRecord, log_level: str = "info") -> list[str]:
     ]  # fmt: skip
 
 
-def _spawn(node: NodeRecord, log_level: str) -> subprocess.Popen[bytes]:
+def _spawn(
+    node: NodeRecord, log_level: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     node.ready_file.unlink(missing_ok=True)
-    env = dict(os.environ)
+    env = {**os.environ, **(extra_env or {})}
     # Run from a source checkout (not installed), the child must import this very mla_node too.
     root = Path(mla_node.__file__).resolve().parent.parent
     if (root / "pyproject.toml").is_file():
@@ -314,11 +316,17 @@ def _alive(node: NodeRecord, proc: subprocess.Popen[bytes] | None) -> bool:
 
 
 def start_node(
-    folder: Path, state: str, *, timeout: float = START_TIMEOUT_S, log_level: str = "info"
+    folder: Path,
+    state: str,
+    *,
+    timeout: float = START_TIMEOUT_S,
+    log_level: str = "info",
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[NodeRecord, bool]:
     """Start one stopped node of the network and wait until it is ready.
 
     Returns its record and whether it was started now (False: it was already running).
+    ``extra_env`` is for the chaos harness (``MLA_CRASH_AT``).
     """
     folder = folder.resolve()
     with manifest_lock(folder):
@@ -326,7 +334,7 @@ def start_node(
         node = manifest.node(state)
         if is_running(node):
             return node, False
-        proc = _spawn(node, log_level)
+        proc = _spawn(node, log_level, extra_env)
         manifest = manifest.with_pid(state, proc.pid)
         write_manifest(manifest)
         try:

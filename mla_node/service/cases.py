@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mla_node.crashpoints import crash_point
 from mla_node.errors import (
     FieldProblem,
     FormInvalid,
@@ -304,6 +305,7 @@ async def _send(
         return row, True
 
     stored, created = await ctx.db.write(store)
+    crash_point("submit.after_commit")
     if created:
         ctx.wake_sender(to)
     return stored, created

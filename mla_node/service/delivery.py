@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 
+from mla_node.crashpoints import crash_point
 from mla_node.errors import DeliveryError, MlaError, ReceiptError, TrustError
 from mla_node.protocol.directory import NodeEntry
 from mla_node.protocol.evidence import Event
@@ -117,6 +118,7 @@ class Deliverer:
 
     async def _attempt(self, entry: NodeEntry, item: repo.OutboxItem) -> bool:
         """One delivery attempt; True when the envelope left the outbox."""
+        crash_point("deliver.before_send")
         try:
             answer = await asyncio.wait_for(
                 self.transport.send(entry, item.envelope),
@@ -130,7 +132,9 @@ class Deliverer:
         if receipt is None:
             await self._retry_later(entry.state, item, f"refused: {answer.refused_code}")
             return False
+        crash_point("deliver.before_record")
         await self._record(entry.state, item, receipt)
+        crash_point("deliver.after_record")
         return True
 
     def _verified_receipt(
@@ -198,6 +202,7 @@ class Deliverer:
             log.warning("%s refused %s for good: %s", peer, item.message_id, receipt.code)
 
     async def _retry_later(self, peer: str, item: repo.OutboxItem, error: str) -> None:
+        crash_point("deliver.before_reschedule")
         now = self.ctx.clock()
         self._failing[peer] = self._failing.get(peer, 0) + 1
         attempts = item.attempts + 1

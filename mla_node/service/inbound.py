@@ -11,6 +11,7 @@ import hashlib
 import logging
 from typing import Any
 
+from mla_node.crashpoints import crash_point
 from mla_node.errors import (
     EnvelopeError,
     EnvelopeMalformed,
@@ -61,7 +62,10 @@ async def receive(ctx: NodeContext, data: bytes, client_cert_der: bytes | None) 
     except EnvelopeError as exc:
         _attach_rejection(ctx, exc, data, digest)
         raise
-    return await ctx.db.write(lambda tx: _store(ctx, tx, opened, body, now))
+    crash_point("inbound.before_commit")
+    receipt = await ctx.db.write(lambda tx: _store(ctx, tx, opened, body, now))
+    crash_point("inbound.after_commit")
+    return receipt
 
 
 def _check_client_certificate(directory: Directory, sender: str, cert_der: bytes | None) -> None:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from mla_node.crashpoints import crash_point
 from mla_node.errors import DirectoryExpired, TrustError
 from mla_node.protocol.directory import Directory, TrustRoot, verify_directory
 from mla_node.storage import repo
@@ -85,6 +86,7 @@ class TrustKeeper:
         async def persist(tx: Transaction) -> None:
             await repo.accept_directory(tx, directory.version, digest, data, now)
 
+        crash_point("directory.before_accept")
         await self._db.write(persist)
         self._current, self._digest, self.last_error = directory, digest, None
         log.info("directory version %s accepted", directory.version)

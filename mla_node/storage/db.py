@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from mla_node.crashpoints import crash_point
 from mla_node.errors import DatabaseNewerThanProgram, StorageError
 
 T = TypeVar("T")
@@ -259,6 +260,7 @@ class Database:
             await self._control("BEGIN IMMEDIATE")
             for job in jobs:
                 outcomes.append(await self._run_job(job))
+                crash_point("db.mid_batch")
             await self._control("COMMIT")
         except BaseException as exc:
             # ROLLBACK goes to the connection's thread behind any statement still running there,

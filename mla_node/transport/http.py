@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from mla_node.crashpoints import crash_point
 from mla_node.errors import DeliveryError, EnvelopeTooLarge, UnsupportedMediaType
 from mla_node.pki import peer_certificate_der, read_private_file
 from mla_node.protocol.directory import NodeEntry
@@ -134,7 +135,11 @@ def make_peer_app(receive: Receiver, max_envelope: int) -> web.Application:
             raise EnvelopeTooLarge(f"{request.content_length} bytes is more than {max_envelope}")
         data = await request.read()
         receipt = await receive(data, peer_certificate_der(request.transport))
-        return web.Response(body=receipt, content_type=RECEIPT_TYPE)
+        response = web.Response(body=receipt, content_type=RECEIPT_TYPE)
+        await response.prepare(request)
+        await response.write_eof()
+        crash_point("inbound.after_response")
+        return response
 
     app = web.Application(middlewares=[problem_middleware], client_max_size=max_envelope)
     app.router.add_post(ENVELOPE_PATH, post_envelope)
