@@ -51,7 +51,9 @@ __all__ = [
 
 DEFAULT_STATES = ("AR", "BR", "US")
 START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
+# A node stopping on SIGTERM gives deliveries delivery.shutdown_grace_s (10 s by default), then
+# its HTTP servers up to 2 s each: wait for that before SIGKILL.
+STOP_TIMEOUT_S = 15.0
 _KILL_WAIT_S = 5.0
 _POLL_S = 0.05
 _TAIL_LINES = 25
@@ -59,6 +61,11 @@ _PROC = Path("/proc")
 _START_MARK = "--- mla-node: starting"
 
 Processes = dict[str, "subprocess.Popen[bytes]"]
+
+# Every node process this program started, by pid: kept so that they are reaped when they exit
+# (no zombies after a SIGKILL) and so that a long-running caller such as the chaos harness does
+# not drop a Popen while its process still runs.
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,10 @@ def is_running(node: NodeRecord) -> bool:
     """Whether the node's recorded pid is alive, not a zombie, and running this node's config."""
     pid = node.pid
     if pid is None:
+        return False
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:  # our own child exited: reap it
+        del _children[pid]
         return False
     try:
         os.kill(pid, 0)
@@ -119,7 +130,7 @@ def _spawn(
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         log.write(f"{_START_MARK} {node.state} at {stamp} ---\n".encode())
         log.flush()
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             node_command(node, log_level),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -128,6 +139,8 @@ def _spawn(
             env=env,
             start_new_session=True,
         )
+    _children[proc.pid] = proc
+    return proc
 
 
 def _ready(node: NodeRecord) -> bool:
@@ -208,10 +221,14 @@ def _stop(
     signalled: bool = False,
 ) -> Stopped:
     """Signal the node (unless ``signalled`` already) and wait until it is gone."""
+    proc = proc or (_children.get(node.pid) if node.pid is not None else None)
 
     def gone() -> bool:
         if proc is not None:
-            return proc.poll() is not None  # reaps our own child
+            if proc.poll() is None:
+                return False
+            _children.pop(proc.pid, None)  # reaped by poll()
+            return True
         return not is_running(node)
 
     if node.pid is None or (not signalled and gone()):
