@@ -44,6 +44,7 @@ from mla_node.protocol import forms
 from mla_node.protocol.directory import OAS_STATES, verify_directory
 from mla_node.protocol.keys import Suite
 from mla_node.runtime import MIGRATIONS, run_until_stopped
+from mla_node.service import retention
 from mla_node.service.context import Role
 from mla_node.service.tokens import create_token
 from mla_node.storage.db import Database, load_migrations
@@ -329,6 +330,56 @@ async def _create_token(config: NodeConfig, role: str, name: str) -> tuple[str, 
     db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
     try:
         return await create_token(db, role, name, int(time.time() * 1000))
+    finally:
+        await db.close()
+
+
+# --- the database --------------------------------------------------------------------------------
+
+
+@cli.group("db")
+def db_group() -> None:
+    """A node's database: retention."""
+
+
+@db_group.command("purge")
+@click.option("--config", "config_path", type=FILE_OPTION, required=True, help="config.toml.")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=1),
+    required=True,
+    help="Purge case threads last active more than DAYS days ago.",
+)
+@click.option("--dry-run", is_flag=True, help="Only report what would be purged.")
+def db_purge(config_path: Path, days: float, dry_run: bool) -> None:
+    """Remove the contents (forms, envelope bytes) of old, closed case threads.
+
+    A thread is kept whole while it is under a legal hold or has an open message: queued or in
+    retry, undeliverable and not resent, or received and not yet opened by a clerk. Digests,
+    receipts and signed evidence are always kept, so every receipt and evidence record still
+    verifies (docs/retention.md). Works while the node runs.
+    """
+    config = load_config(config_path)
+    report = asyncio.run(_purge(config, days, dry_run))
+    cutoff = dt.datetime.fromtimestamp(report.cutoff / 1000, dt.UTC).isoformat(timespec="seconds")
+    verb = "Would purge" if dry_run else "Purged"
+    click.echo(
+        f"{verb} {report.cases} case thread(s), {report.messages} message(s), "
+        f"{report.freed_bytes} bytes of content, last active before {cutoff}."
+    )
+    click.echo(
+        f"Kept: {report.kept_open} old thread(s) with an open message, "
+        f"{report.kept_held} under a legal hold."
+    )
+
+
+async def _purge(config: NodeConfig, days: float, dry_run: bool) -> retention.PurgeReport:
+    db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
+    try:
+        return await retention.purge(
+            db, older_than_days=days, now=int(time.time() * 1000), dry_run=dry_run
+        )
     finally:
         await db.close()
 

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mla_node.errors import ConfigError
 from mla_node.protocol.directory import MAX_AUTHORITY_NAME
@@ -85,6 +85,37 @@ class DeliverySection(_Section):
     directory_poll_s: float = Field(
         5.0, gt=0, description="How often the directory file is checked for a newer version."
     )
+    deadline_s: int = Field(
+        72 * 3600,
+        ge=60,
+        description="Delivery deadline of an outbound message (seconds after it is queued): "
+        "past it the node stops trying, records signed not_delivered evidence (deadline_passed) "
+        "and marks the message undeliverable until an admin resends it. Must be shorter than "
+        "max_age_s.",
+    )
+    deadline_warning_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Fraction of deadline_s after which a message still queued logs a warning, "
+        "once.",
+    )
+    shutdown_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="On SIGTERM, time in-flight deliveries get to finish and record their "
+        "receipts before they are cancelled (they stay queued and are sent again after restart).",
+    )
+
+    @field_validator("deadline_s")
+    @classmethod
+    def _deadline_before_stale(cls, value: int, info: ValidationInfo) -> int:
+        max_age = info.data.get("max_age_s")
+        if isinstance(max_age, int) and value >= max_age:
+            # Past max_age_s every receiver refuses the envelope as stale: a sender trying longer
+            # would turn "could not reach" into a signed refusal.
+            raise ValueError(f"must be shorter than delivery.max_age_s ({max_age})")
+        return value
 
 
 class NodeConfig(_Section):

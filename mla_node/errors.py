@@ -7,7 +7,8 @@ Errors are grouped by who is at fault, because that decides what happens next:
 - ``TrustError``: the network's trust material (directory, keys, certificates) is not acceptable;
 - ``DeliveryError``: the network or the peer is unavailable right now: retry later;
 - ``ConfigError``: the operator's configuration or files are wrong: refuse to start;
-- ``StorageError``: the database is not usable.
+- ``StorageError``: the database is not usable;
+- ``ShuttingDown``: the node is stopping (SIGTERM) and takes no new writes.
 
 Every error has a stable ``code`` (documented in docs/errors.md; a test keeps the two in step)
 and an HTTP status hint. Codes never change meaning once released.
@@ -329,6 +330,17 @@ class StorageError(MlaError):
 class DatabaseNewerThanProgram(StorageError):
     code = "database_too_new"
     title = "The database was written by a newer version of mla_node"
+
+
+# --- the node is stopping -------------------------------------------------------------------
+
+
+class ShuttingDown(MlaError):
+    """The node received SIGTERM: it finishes what is in flight and takes no new writes."""
+
+    code = "shutting_down"
+    status = 503
+    title = "The node is shutting down"
 
 
 def all_error_classes() -> list[type[MlaError]]:

@@ -38,6 +38,7 @@ from mla_node.transport.http import HttpTransport, make_peer_app
 log = logging.getLogger(__name__)
 
 MIGRATIONS = "mla_node.storage.migrations"
+HTTP_SHUTDOWN_S = 2.0  # longest wait for HTTP handlers still running when the servers close
 
 
 def wall_clock_ms() -> int:
@@ -139,7 +140,11 @@ class NodeRuntime:
         tls: Any,
         scheme: str,
     ) -> str:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # By the time the servers close, deliveries have had their grace: a request still in a
+        # handler is cut short, safely (a clerk retries with its Idempotency-Key; a sender whose
+        # envelope was stored gets the original receipt when it sends it again).
+        grace = min(self.config.delivery.shutdown_grace_s, HTTP_SHUTDOWN_S)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=grace)
         await runner.setup()
         self.runners.append(runner)
         site: web.BaseSite
@@ -169,16 +174,26 @@ class NodeRuntime:
             checks["database"] = "ok"
         except MlaError as exc:
             checks["database"] = exc.code
-        checks["sender"] = "ok" if self.deliverer.running else "stopped"
+        if self.ctx.stopping:
+            checks["sender"] = "shutting_down"
+        else:
+            checks["sender"] = "ok" if self.deliverer.running else "stopped"
         return {"ready": all(v == "ok" for v in checks.values()), "checks": checks}
 
     async def stop(self) -> None:
+        """Stop gracefully: the clerk API refuses writes (503 ``shutting_down``) at once, the
+        deliveries in flight get ``delivery.shutdown_grace_s`` to finish and record their
+        receipts, then everything else is cancelled. Nothing is lost: an envelope whose receipt
+        was not recorded stays in the outbox and is sent again after a restart, and the receiver
+        answers that repeat with its original receipt."""
+        self.ctx.stopping = True
+        log.info("node %s stopping", self.config.node.state)
+        await self.deliverer.stop(self.config.delivery.shutdown_grace_s)
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.deliverer.stop()
         for runner in reversed(self.runners):
             await runner.cleanup()
         await self.transport.close()

@@ -101,6 +101,8 @@ BAD_CONFIGS = [
     ("clerk_api", "port = 70000", "clerk_api.port"),
     ("clerk_api", 'port = "eighty"', "clerk_api.port"),
     ("peers", 'host = "0.0.0.0"', "peers"),
+    ("delivery", "deadline_s = 604800", "delivery.deadline_s"),  # not shorter than max_age_s
+    ("delivery", "deadline_warning_fraction = 1.0", "delivery.deadline_warning_fraction"),
 ]
 
 

@@ -17,11 +17,12 @@ from mla_node.errors import (
     Forbidden,
     InvalidParameter,
     MalformedBody,
+    ShuttingDown,
     UnsupportedMediaType,
 )
 from mla_node.ids import is_ulid
 from mla_node.protocol import forms
-from mla_node.service import cases, views
+from mla_node.service import cases, dead_letters, retention, views
 from mla_node.service.context import NodeContext, Principal, Role
 from mla_node.service.tokens import authenticate
 from mla_node.storage import repo
@@ -41,6 +42,9 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/v1/requests/{id}"): ANYONE,
     ("POST", "/api/v1/requests/{id}/replies"): frozenset({Role.CLERK}),
     ("POST", "/api/v1/requests/{id}/acknowledge"): frozenset({Role.CLERK}),
+    ("POST", "/api/v1/requests/{id}/resend"): frozenset({Role.ADMIN}),
+    ("POST", "/api/v1/requests/{id}/hold"): frozenset({Role.ADMIN}),
+    ("DELETE", "/api/v1/requests/{id}/hold"): frozenset({Role.ADMIN}),
     ("GET", "/api/v1/peers"): ANYONE,
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
@@ -64,6 +68,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if allowed is None or principal.role not in allowed:
         raise Forbidden(f"the {principal.role} role may not {request.method} {resource.canonical}")
     request[PRINCIPAL] = principal
+    return await handler(request)
+
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@web.middleware
+async def shutdown_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Once the node is stopping (SIGTERM), reads still answer but writes are refused."""
+    if request.method not in READ_METHODS and request.app[CTX].stopping:
+        raise ShuttingDown("the node is shutting down; send this again once it is back")
     return await handler(request)
 
 
@@ -193,6 +208,28 @@ async def post_acknowledge(request: web.Request) -> web.Response:
     return _created(message, created)
 
 
+async def post_resend(request: web.Request) -> web.Response:
+    message = await dead_letters.resend(request.app[CTX], _principal(request), _message_id(request))
+    return web.json_response(
+        views.summary(message), headers={"Location": f"/api/v1/requests/{message.id}"}
+    )
+
+
+async def post_hold(request: web.Request) -> web.Response:
+    view = await retention.set_hold(
+        request.app[CTX],
+        _principal(request),
+        _message_id(request),
+        await _json_body(request, optional=True),
+    )
+    return web.json_response(view)
+
+
+async def delete_hold(request: web.Request) -> web.Response:
+    view = await retention.release_hold(request.app[CTX], _principal(request), _message_id(request))
+    return web.json_response(view)
+
+
 async def get_peers(request: web.Request) -> web.Response:
     return web.json_response(await views.peers(request.app[CTX]))
 
@@ -214,7 +251,8 @@ def make_clerk_app(
     ctx: NodeContext, ready: Callable[[], Awaitable[dict[str, Any]]], max_body: int
 ) -> web.Application:
     app = web.Application(
-        middlewares=[problem_middleware, auth_middleware], client_max_size=max_body
+        middlewares=[problem_middleware, auth_middleware, shutdown_middleware],
+        client_max_size=max_body,
     )
     app[CTX] = ctx
     app[READY] = ready
@@ -224,6 +262,9 @@ def make_clerk_app(
     r.add_get("/api/v1/requests/{id}", get_request)
     r.add_post("/api/v1/requests/{id}/replies", post_reply)
     r.add_post("/api/v1/requests/{id}/acknowledge", post_acknowledge)
+    r.add_post("/api/v1/requests/{id}/resend", post_resend)
+    r.add_post("/api/v1/requests/{id}/hold", post_hold)
+    r.add_delete("/api/v1/requests/{id}/hold", delete_hold)
     r.add_get("/api/v1/peers", get_peers)
     r.add_get("/openapi.json", get_openapi)
     r.add_get("/healthz", healthz)

@@ -31,7 +31,7 @@ PROBLEM_JSON: Final = "application/problem+json"
 
 STATE_PATTERN: Final = r"^[A-Z]{2}$"
 HEX_SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
-# Outbox: queued -> delivered | rejected. Inbox: received -> retrieved (a clerk opened it).
+# Outbox: queued -> delivered | rejected | undeliverable. Inbox: received -> retrieved.
 RECEIPT_STATUSES: Final = ("delivered", "rejected")
 
 
@@ -67,7 +67,12 @@ def _object(
 
 def problem_codes(status: int) -> list[str]:
     """The stable codes the clerk API can answer with this status (peer-protocol errors aside)."""
-    api_families = (errors.ClientError, errors.TrustError, errors.StorageError)
+    api_families = (
+        errors.ClientError,
+        errors.TrustError,
+        errors.StorageError,
+        errors.ShuttingDown,
+    )
     codes = {
         cls.code
         for cls in errors.all_error_classes()
@@ -99,7 +104,8 @@ _ERROR_RESPONSES: Final[dict[int, tuple[str, str]]] = {
     500: ("InternalError", "An unexpected error; it has been logged with its traceback."),
     503: (
         "Unavailable",
-        "No valid directory of nodes (missing, expired or refused) or the database is unusable.",
+        "No valid directory of nodes (missing, expired or refused), the database is unusable, "
+        "or the node is shutting down (writes only; send them again once it is back).",
     ),
 }
 
@@ -213,10 +219,16 @@ def _message_summary() -> dict[str, Any]:
             "in_reply_to": _nullable(ulid),
             "status": {
                 "enum": list(MESSAGE_STATUSES),
-                "description": "Outbox: queued, then delivered or rejected (a signed refusal). "
-                "Inbox: received, then retrieved once a clerk has opened it.",
+                "description": "Outbox: queued, then delivered, rejected (a signed refusal) or "
+                "undeliverable (its delivery deadline passed; an admin may resend it). Inbox: "
+                "received, then retrieved once a clerk has opened it.",
             },
             "created_at": {"type": "string", "format": "date-time"},
+            "replaces": {
+                **_nullable(ulid),
+                "description": "The undeliverable message this one re-seals (an admin's resend); "
+                "null for every other message.",
+            },
         },
         description="One message of a case: a request or a follow-up.",
     )
@@ -225,9 +237,15 @@ def _message_summary() -> dict[str, Any]:
 def _request_view() -> dict[str, Any]:
     summary = _message_summary()
     hex_sha = {"type": "string", "pattern": HEX_SHA256_PATTERN}
+    when = {"type": "string", "format": "date-time"}
+    ulid = {"type": "string", "pattern": ULID_PATTERN.pattern}
     properties = {
         **summary["properties"],
-        "form": {"type": "object", "description": "The validated form, as signed and stored."},
+        "form": {
+            "anyOf": [{"type": "object"}, {"type": "null"}],
+            "description": "The validated form, as signed and stored; null once a purge has "
+            "removed the contents (see `purged_at`).",
+        },
         "envelope_sha256": hex_sha,
         "use_restriction": _nullable(
             {"type": "string", "description": "The purpose the contents may be used for only."}
@@ -239,6 +257,20 @@ def _request_view() -> dict[str, Any]:
             "items": _ref("MessageSummary"),
             "description": "Every message of the case, oldest first.",
         },
+        "purged_at": {
+            **_nullable(when),
+            "description": "When a purge removed the form and the envelope bytes; digests, "
+            "receipt and evidence are kept (docs/retention.md).",
+        },
+        "replaced_by": {
+            **_nullable(ulid),
+            "description": "The message that re-sealed this one when an admin resent it.",
+        },
+        "delivery": _nullable(_ref("DeliveryState")),
+        "legal_hold": {
+            **_nullable(_ref("HoldInfo")),
+            "description": "The legal hold on the case thread, if any.",
+        },
     }
     schema = _object(
         properties,
@@ -248,7 +280,7 @@ def _request_view() -> dict[str, Any]:
     schema["allOf"] = [
         {
             "if": {"properties": {"type": {"const": t}}, "required": ["type"]},
-            "then": {"properties": {"form": _form_ref(t)}},
+            "then": {"properties": {"form": _nullable(_form_ref(t))}},
         }
         for t in sorted(forms.ALL_TYPES)
     ]
@@ -381,7 +413,49 @@ def _schemas() -> dict[str, Any]:
                 "last_error": _nullable({"type": "string"}),
                 "queued": {"type": "integer", "minimum": 0},
                 "oldest_queued_at": _nullable(when),
+                "undeliverable": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Messages to this peer now undeliverable (deadline passed) "
+                    "and not resent: they wait for an admin.",
+                },
+                "deadlines_passed": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "How many messages to this peer ever passed their delivery "
+                    "deadline (a counter; it never goes down).",
+                },
             }
+        ),
+        "DeliveryState": _object(
+            {
+                "attempts": {"type": "integer", "minimum": 0},
+                "next_attempt_at": when,
+                "deadline_at": _nullable(when),
+                "last_error": _nullable({"type": "string"}),
+            },
+            description="Delivery of a message still in the outbox: attempts so far, the next "
+            "one, and the deadline past which the node gives up (status `undeliverable`).",
+        ),
+        "HoldInfo": _object(
+            {"since": when, "by": {"type": "string"}, "reason": _nullable({"type": "string"})},
+            description="A legal hold: the purge never touches the case thread while it holds.",
+        ),
+        "LegalHold": _object(
+            {
+                "case_id": {"type": "string", "pattern": ULID_PATTERN.pattern},
+                "held": {"type": "boolean"},
+                "since": _nullable(when),
+                "by": _nullable({"type": "string"}),
+                "reason": _nullable({"type": "string"}),
+            },
+            description="The legal hold of a case thread after the call: `held`, and while held "
+            "who placed it, when and why (the first hold is kept when a case is held again).",
+        ),
+        "HoldBody": _object(
+            {"reason": {"type": "string", "minLength": 1, "maxLength": 500}},
+            optional=("reason",),
+            description="Why the case is held (a court order's reference, say). Optional.",
         ),
         "PeerKey": _object(
             {
@@ -561,6 +635,99 @@ def _paths() -> dict[str, Any]:
                 "responses": _responses(created, 400, 401, 403, 404, 409, 413, 415, 422, 503),
             },
         },
+        "/api/v1/requests/{id}/resend": {
+            "parameters": [_param("MessageId")],
+            "post": {
+                "operationId": "resendRequest",
+                "tags": ["requests"],
+                "summary": "Send an undeliverable message again (admin)",
+                "description": "Only for a message this node sent whose delivery deadline "
+                "passed (`undeliverable`) and that was not resent already. While its original "
+                "envelope stays acceptable to the receiver for at least half a deadline more, "
+                "those very bytes go back into the outbox with a new deadline: a receiver that "
+                "stored them after all answers with its original receipt, so the message is "
+                "delivered exactly once. Otherwise the form is re-sealed as a new message in the "
+                "same case whose signed body names the one it `replaces`; the original stays "
+                "`undeliverable` with `replaced_by`. The answer is the message now in the "
+                "outbox (`Location` too): the same id, or the new one. Records signed `resent` "
+                "evidence on the original.",
+                "x-roles": ["admin"],
+                "responses": _responses(
+                    {
+                        "200": {
+                            "description": "Queued again; the message now carrying it.",
+                            "headers": {
+                                "Location": {
+                                    "required": True,
+                                    "schema": {"type": "string"},
+                                    "description": "`/api/v1/requests/{id}` of that message.",
+                                }
+                            },
+                            "content": {JSON: {"schema": _ref("MessageSummary")}},
+                        }
+                    },
+                    400,
+                    401,
+                    403,
+                    404,
+                    409,
+                    422,
+                    503,
+                ),
+            },
+        },
+        "/api/v1/requests/{id}/hold": {
+            "parameters": [_param("MessageId")],
+            "post": {
+                "operationId": "placeLegalHold",
+                "tags": ["retention"],
+                "summary": "Place the case thread of a message under a legal hold (admin)",
+                "description": "A purge never touches a held thread (docs/retention.md). "
+                "Holding a held case again changes nothing and answers the existing hold.",
+                "x-roles": ["admin"],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        JSON: {
+                            "schema": _ref("HoldBody"),
+                            "examples": {
+                                "with_reason": {
+                                    "summary": "With the order that requires it",
+                                    "value": {"reason": "Juzgado Federal 4, oficio 1234/2025"},
+                                },
+                                "no_reason": {"summary": "Without a reason", "value": {}},
+                            },
+                        }
+                    },
+                },
+                "responses": _responses(
+                    _json_ok(200, "LegalHold", "The case is held."),
+                    400,
+                    401,
+                    403,
+                    404,
+                    413,
+                    415,
+                    422,
+                    503,
+                ),
+            },
+            "delete": {
+                "operationId": "liftLegalHold",
+                "tags": ["retention"],
+                "summary": "Lift the legal hold of the case thread of a message (admin)",
+                "description": "A case that is not held answers the same.",
+                "x-roles": ["admin"],
+                "responses": _responses(
+                    _json_ok(200, "LegalHold", "The case is not held (any more)."),
+                    400,
+                    401,
+                    403,
+                    404,
+                    503,
+                ),
+            },
+        },
         "/api/v1/peers": {
             "get": {
                 "operationId": "listPeers",
@@ -717,6 +884,7 @@ def _build() -> dict[str, Any]:
         "servers": [{"url": "/", "description": "This node"}],
         "tags": [
             {"name": "requests", "description": "Requests, follow-ups and acknowledgements."},
+            {"name": "retention", "description": "Legal holds on case threads."},
             {"name": "peers", "description": "The other states' nodes."},
             {"name": "meta", "description": "Health and this document."},
         ],

@@ -23,10 +23,15 @@ class Event:
     SUBMITTED = "submitted"  # the local node accepted a clerk's submission
     REJECTED = "rejected"  # the local node refused it (validation), or the peer refused it
     DELIVERED = "delivered"  # recipient stored it (at the recipient), or its receipt arrived
-    NOT_DELIVERED = "not_delivered"  # the recipient refused it with a signed rejection
+    # the recipient refused it with a signed rejection (detail: its code), or the sender gave
+    # up at the delivery deadline (detail: "deadline_passed")
+    NOT_DELIVERED = "not_delivered"
     RETRIEVED = "retrieved"  # a clerk at the recipient opened it
     ACKNOWLEDGED = "acknowledged"  # the central authority acknowledged it
     ANSWERED = "answered"  # a follow-up answering it was sent
+    # an admin sent it again after its deadline passed (detail: the id of the message now
+    # carrying it: its own when the original envelope is sent again, else the re-sealed one's)
+    RESENT = "resent"
 
 
 EVENTS = frozenset(v for k, v in vars(Event).items() if k.isupper())

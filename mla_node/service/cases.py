@@ -114,6 +114,9 @@ async def reply(
     """A follow-up in the case thread of ``message_id``, addressed to the other party."""
     original = await _message(ctx, message_id)
     submission = parse_submission(payload, follow_up=True)
+    if original.purged_at is not None:
+        # Its use restriction (A-55 Art. 25) went with the contents: nothing to answer under.
+        raise InvalidStateForAction("the contents of this case were purged")
     if submission.form_type == "acknowledgement":
         await _check_acknowledgeable(ctx, original)
     return await _send(
@@ -196,65 +199,25 @@ async def _send(
         earlier = await _idempotent_replay(ctx, principal, *idempotency)
         if earlier is not None:
             return earlier, False
-    directory = ctx.directory()
-    recipient = directory.node(to)
-    if recipient is None or to == ctx.state:
-        raise UnknownState(f"{to!r} has no node in the directory", field="to")
-    me = directory.node(ctx.state)
     now = ctx.clock()
-    suite = choose_suite(list(me.suites) if me else [], list(recipient.suites))
-    key = directory.encryption_key(to, suite, now) if suite else None
-    if suite is None or key is None:
-        raise UnknownState(f"{to} has no encryption key this node can use", field="to")
-    message_id = ctx.new_id(now)
     form = dict(submission.form)
     if reply_to is not None and submission.form_type in _INHERITS_USE_RESTRICTION:
         restriction = await _use_restriction(ctx, reply_to.case_id)
         if restriction and "use_restriction" in form:
             form["use_restriction"] = restriction
-    case = case_id or message_id
-    envelope = seal_envelope(
-        signing_key=ctx.identity.signing_key,
-        sender=ctx.state,
-        recipient=recipient,
-        recipient_kid=key.kid,
-        recipient_public=key.public,
-        suite=suite,
-        message_id=message_id,
-        message_type="case",
-        created_at=now,
-        body={
-            "type": submission.form_type,
-            "version": submission.version,
-            "form": form,
-            "case": case,
-            "reply_to": reply_to.id if reply_to else None,
-        },
-    )
-    if len(envelope) > MAX_ENVELOPE:
-        # Padding doubles up to the next power of two, so a form of ~512 KiB cannot go inline.
-        raise PayloadTooLarge(
-            f"the sealed request would be {len(envelope)} bytes, more than {MAX_ENVELOPE}",
-            field="form",
-        )
-    digest = envelope_digest(envelope)
-    row = repo.MessageRow(
-        id=message_id,
-        direction="out",
-        sender=ctx.state,
-        recipient=to,
-        case_id=case,
-        in_reply_to=reply_to.id if reply_to else None,
+    row = seal_message(
+        ctx,
+        to=to,
         form_type=submission.form_type,
-        form_version=submission.version,
+        version=submission.version,
         form=form,
-        status="queued",
-        envelope=envelope,
-        envelope_sha256=digest,
-        created_at=now,
-        updated_at=now,
+        case_id=case_id,
+        reply_to=reply_to.id if reply_to else None,
+        replaces=None,
         created_by=principal.name,
+        now=now,
     )
+    message_id, case, digest = row.id, row.case_id, row.envelope_sha256
 
     async def store(tx: Transaction) -> tuple[repo.MessageRow, bool]:
         # Checked again inside the single writer: of two clerks acknowledging at once, the
@@ -277,7 +240,7 @@ async def _send(
             )
         else:
             await repo.insert_message(tx, row)
-        await repo.enqueue(tx, message_id, to, now)
+        await repo.enqueue(tx, message_id, to, now, **queue_deadline(ctx, now, created_at=now))
         await ctx.record_evidence(
             tx,
             event=Event.SUBMITTED,
@@ -311,6 +274,100 @@ async def _send(
     return stored, created
 
 
+def seal_message(
+    ctx: NodeContext,
+    *,
+    to: str,
+    form_type: str,
+    version: int,
+    form: dict[str, Any],
+    case_id: str | None,
+    reply_to: str | None,
+    replaces: str | None,
+    created_by: str | None,
+    now: int,
+) -> repo.MessageRow:
+    """Sign and encrypt a form for ``to`` as a new outbound message (not stored yet).
+
+    ``case_id`` None opens a new case (the message's own id). ``replaces`` names the
+    undeliverable message an admin's resend re-seals: it travels inside the signed body, so the
+    receiver sees the link too.
+    """
+    directory = ctx.directory()
+    recipient = directory.node(to)
+    if recipient is None or to == ctx.state:
+        raise UnknownState(f"{to!r} has no node in the directory", field="to")
+    me = directory.node(ctx.state)
+    suite = choose_suite(list(me.suites) if me else [], list(recipient.suites))
+    key = directory.encryption_key(to, suite, now) if suite else None
+    if suite is None or key is None:
+        raise UnknownState(f"{to} has no encryption key this node can use", field="to")
+    message_id = ctx.new_id(now)
+    case = case_id or message_id
+    body: dict[str, Any] = {
+        "type": form_type,
+        "version": version,
+        "form": form,
+        "case": case,
+        "reply_to": reply_to,
+    }
+    if replaces is not None:
+        body["replaces"] = replaces
+    envelope = seal_envelope(
+        signing_key=ctx.identity.signing_key,
+        sender=ctx.state,
+        recipient=recipient,
+        recipient_kid=key.kid,
+        recipient_public=key.public,
+        suite=suite,
+        message_id=message_id,
+        message_type="case",
+        created_at=now,
+        body=body,
+    )
+    if len(envelope) > MAX_ENVELOPE:
+        # Padding doubles up to the next power of two, so a form of ~512 KiB cannot go inline.
+        raise PayloadTooLarge(
+            f"the sealed request would be {len(envelope)} bytes, more than {MAX_ENVELOPE}",
+            field="form",
+        )
+    return repo.MessageRow(
+        id=message_id,
+        direction="out",
+        sender=ctx.state,
+        recipient=to,
+        case_id=case,
+        in_reply_to=reply_to,
+        form_type=form_type,
+        form_version=version,
+        form=form,
+        status="queued",
+        envelope=envelope,
+        envelope_sha256=envelope_digest(envelope),
+        created_at=now,
+        updated_at=now,
+        created_by=created_by,
+        replaces=replaces,
+    )
+
+
+def stale_at(ctx: NodeContext, created_at: int) -> int:
+    """When an envelope sealed at ``created_at`` stops being accepted (``delivery.max_age_s``),
+    less a margin for the receiver's clock running behind ours."""
+    d = ctx.config.delivery
+    margin_s = min(d.max_future_skew_s, d.max_age_s // 2)
+    return created_at + (d.max_age_s - margin_s) * 1000
+
+
+def queue_deadline(ctx: NodeContext, now: int, *, created_at: int) -> dict[str, int]:
+    """The outbox row's ``deadline_at`` and ``warn_at`` for an envelope queued ``now``: a full
+    ``delivery.deadline_s``, but never past the moment the envelope goes stale."""
+    d = ctx.config.delivery
+    deadline = min(now + d.deadline_s * 1000, stale_at(ctx, created_at))
+    warn = now + int((deadline - now) * d.deadline_warning_fraction)
+    return {"deadline_at": deadline, "warn_at": warn}
+
+
 async def _idempotent_replay(
     ctx: NodeContext, principal: Principal, key: str, digest: bytes
 ) -> repo.MessageRow | None:
@@ -330,7 +387,13 @@ async def _replayed(db: repo.Reader, earlier: tuple[bytes, str], digest: bytes) 
 
 
 async def _use_restriction(ctx: NodeContext, case_id: str) -> str | None:
+    # The request that opened the case: its id is the case's, unless it was re-sealed by a
+    # resend (the replacement keeps the case id), and then the receiver may hold only that one.
     opening = await repo.get_message(ctx.db, case_id)
+    if opening is None or opening.purged_at is not None:
+        thread = await repo.case_messages(ctx.db, case_id)
+        requests = [m for m in thread if m.form_type in forms.REQUEST_TYPES and not m.purged_at]
+        opening = requests[0] if requests else None
     if opening is None:
         return None
     purpose = opening.form.get("stated_purpose")

@@ -45,6 +45,8 @@ class NodeContext:
     rng: random.Random = field(default_factory=random.Random)
     # Set by the delivery loop so that a new outbox row is sent at once, not at the next poll.
     wake_sender: Callable[[str], None] = lambda peer: None
+    # Set on SIGTERM: the clerk API refuses writes (503 shutting_down) while the node winds down.
+    stopping: bool = False
 
     @property
     def state(self) -> str:

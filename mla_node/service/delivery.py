@@ -8,6 +8,11 @@ the receiver answers a repeat with its original receipt.
 While a peer fails, only one envelope at a time probes it; the first success makes everything
 queued for it due at once, so a peer that was down for hours receives its backlog as soon as it
 is back, not at each envelope's own backoff time.
+
+Before each round the loop settles deadlines (``dead_letters``): an envelope past its delivery
+deadline leaves the outbox as ``undeliverable``, with signed evidence, instead of being retried
+for ever. ``stop(grace)`` lets the attempts in flight finish and record their receipts; what is
+cancelled after the grace stays in the outbox and is sent again after a restart.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from mla_node.errors import DeliveryError, MlaError, ReceiptError, TrustError
 from mla_node.protocol.directory import NodeEntry
 from mla_node.protocol.evidence import Event
 from mla_node.protocol.receipts import DELIVERED, REJECTED, Receipt, verify_receipt
+from mla_node.service import dead_letters
 from mla_node.service.context import NodeContext
 from mla_node.storage import repo
 from mla_node.storage.db import Transaction
@@ -56,18 +62,39 @@ class Deliverer:
         self._wake: dict[str, asyncio.Event] = {}
         self._failing: dict[str, int] = {}
         self.running = False
+        self._stopping = False
 
     async def start(self) -> None:
+        d = self.ctx.config.delivery
+        deadline_ms = d.deadline_s * 1000
+        warn_ms = int(deadline_ms * d.deadline_warning_fraction)
+        await self.ctx.db.write(lambda tx: repo.assign_missing_deadlines(tx, deadline_ms, warn_ms))
         self.running = True
+        self._stopping = False
         self.ctx.wake_sender = self.wake
         for peer in await repo.outbox_summary(self.ctx.db):
             self.wake(peer)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop sending. Attempts in flight get ``grace_s`` to finish and record their receipts;
+        then the loops are cancelled. Whatever was not recorded stays in the outbox."""
         self.running = False
-        for task in self._loops.values():
+        self._stopping = True
+        loops = list(self._loops.values())
+        for event in self._wake.values():
+            event.set()  # a loop waiting for its next round ends now
+        if loops and grace_s > 0:
+            _, pending = await asyncio.wait(loops, timeout=grace_s)
+            if pending:
+                log.warning(
+                    "%d delivery loop(s) still busy after %.1f s; cancelling them (what they "
+                    "were sending stays queued)",
+                    len(pending),
+                    grace_s,
+                )
+        for task in loops:
             task.cancel()
-        for task in self._loops.values():
+        for task in loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._loops.clear()
@@ -95,6 +122,10 @@ class Deliverer:
 
     async def _round(self, peer: str) -> float:
         """Send what is due to ``peer``; return how long to wait before the next round."""
+        # Deadlines first: they pass whether or not the directory or the peer can be used.
+        now = self.ctx.clock()
+        await dead_letters.expire_overdue(self.ctx, peer, now)
+        await dead_letters.warn_approaching(self.ctx, peer, now)
         try:
             directory = self.ctx.directory()
         except TrustError as exc:
@@ -108,6 +139,8 @@ class Deliverer:
         probing = self._failing.get(peer, 0) > 0
         limit = 1 if probing else self.ctx.config.delivery.max_in_flight
         due = await repo.due_for_peer(self.ctx.db, peer, now, limit)
+        if self._stopping:
+            return 0.0  # start nothing new once stop() was called
         if not due:
             summary = (await repo.outbox_summary(self.ctx.db)).get(peer)
             if summary is None:

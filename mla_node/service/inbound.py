@@ -99,13 +99,24 @@ def _parse_body(opened: OpenedEnvelope) -> dict[str, Any]:
     version = b.integer("version")
     case_id = b.text("case", 26)
     reply_to = b.opt_text("reply_to", 26)
-    if not is_ulid(case_id) or (reply_to is not None and not is_ulid(reply_to)):
-        raise EnvelopeMalformed("case and reply_to must be message ids", field="body.case")
-    is_request = form_type in forms.REQUEST_TYPES
-    if is_request != (case_id == opened.header.message_id) or is_request == (reply_to is not None):
+    # An admin's resend may re-seal an undeliverable message as a new one naming it. The
+    # replacement keeps the case: a re-sealed request goes on with the case its original opened.
+    replaces = b.opt_text("replaces", 26)
+    if not all(is_ulid(i) for i in (case_id, reply_to, replaces) if i is not None):
+        raise EnvelopeMalformed(
+            "case, reply_to and replaces must be message ids", field="body.case"
+        )
+    mid = opened.header.message_id
+    if form_type in forms.REQUEST_TYPES:
+        well_formed = reply_to is None and (case_id == mid or replaces is not None)
+    else:
+        well_formed = reply_to is not None and case_id != mid
+    if not well_formed:
         raise EnvelopeMalformed(
             "a request opens its own case; a follow-up answers a message", field="body.case"
         )
+    if replaces == mid:
+        raise EnvelopeMalformed("a message cannot replace itself", field="body.replaces")
     try:
         form = forms.validate_form(form_type, version, b.child("form").raw())
     except (FormInvalid, UnknownFormType) as exc:
@@ -117,6 +128,7 @@ def _parse_body(opened: OpenedEnvelope) -> dict[str, Any]:
         "form": form,
         "case": case_id,
         "reply_to": reply_to,
+        "replaces": replaces,
     }
 
 
@@ -150,6 +162,7 @@ async def _store(
             created_at=h.created_at,
             updated_at=now,
             created_by=None,
+            replaces=body["replaces"],
         ),
     )
     receipt = sign_receipt(

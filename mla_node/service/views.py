@@ -10,7 +10,7 @@ from mla_node.protocol.directory import Directory
 from mla_node.protocol.evidence import Event, verify_evidence
 from mla_node.protocol.receipts import verify_receipt
 from mla_node.service.context import NodeContext, Principal, Role
-from mla_node.storage import repo
+from mla_node.storage import repo, retention
 from mla_node.storage.db import Transaction
 
 MAX_PAGE = 200
@@ -34,6 +34,7 @@ def summary(m: repo.MessageRow) -> dict[str, Any]:
         "in_reply_to": m.in_reply_to,
         "status": m.status,
         "created_at": iso(m.created_at),
+        "replaces": m.replaces,
     }
 
 
@@ -50,10 +51,15 @@ async def get_request(ctx: NodeContext, principal: Principal, message_id: str) -
         message = await repo.get_message(ctx.db, message_id) or message
     directory = ctx.trust.current
     view = summary(message)
-    view["form"] = message.form
+    purged = message.purged_at is not None
+    view["form"] = None if purged else message.form
     view["envelope_sha256"] = message.envelope_sha256.hex()
     restriction = message.form.get("stated_purpose") or message.form.get("use_restriction")
-    view["use_restriction"] = restriction
+    view["use_restriction"] = None if purged else restriction
+    view["purged_at"] = iso(message.purged_at)
+    view["replaced_by"] = await repo.replaced_by(ctx.db, message.id)
+    view["delivery"] = await _delivery_view(ctx, message)
+    view["legal_hold"] = _hold_view(await retention.get_hold(ctx.db, message.case_id))
     view["receipt"] = await _receipt_view(ctx, message, directory)
     view["evidence"] = [
         _evidence_view(record, directory, ctx.state)
@@ -61,6 +67,24 @@ async def get_request(ctx: NodeContext, principal: Principal, message_id: str) -
     ]
     view["thread"] = [summary(m) for m in await repo.case_messages(ctx.db, message.case_id)]
     return view
+
+
+async def _delivery_view(ctx: NodeContext, message: repo.MessageRow) -> dict[str, Any] | None:
+    state = await repo.outbox_state(ctx.db, message.id) if message.direction == "out" else None
+    if state is None:
+        return None
+    return {
+        "attempts": state.attempts,
+        "next_attempt_at": iso(state.next_attempt_at),
+        "deadline_at": iso(state.deadline_at),
+        "last_error": state.last_error,
+    }
+
+
+def _hold_view(hold: retention.Hold | None) -> dict[str, Any] | None:
+    if hold is None:
+        return None
+    return {"since": iso(hold.set_at), "by": hold.set_by, "reason": hold.reason}
 
 
 async def _record_retrieved(
@@ -164,6 +188,7 @@ async def peers(ctx: NodeContext) -> dict[str, Any]:
     directory = ctx.trust.current
     statuses = await repo.peer_statuses(ctx.db)
     queues = await repo.outbox_summary(ctx.db)
+    undeliverable = await repo.undeliverable_by_peer(ctx.db)
     now = ctx.clock()
     items = []
     for state, node in sorted((directory.nodes if directory else {}).items()):
@@ -197,6 +222,8 @@ async def peers(ctx: NodeContext) -> dict[str, Any]:
                 "last_error": st.last_error if st else None,
                 "queued": queued,
                 "oldest_queued_at": iso(oldest),
+                "undeliverable": undeliverable.get(state, 0),
+                "deadlines_passed": st.deadlines_passed if st else 0,
             }
         )
     return {

@@ -157,7 +157,8 @@ class Database:
         try:
             # The database holds the forms in clear: create it 0600 before SQLite does (0644);
             # SQLite gives its -wal and -shm files the database file's mode.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            if str(path) != ":memory:":  # SQLite's name for no file at all
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             writer = await _connect(path, opened)
             await writer.execute_fetchall("PRAGMA journal_mode=WAL")
             # A node must not acknowledge what a power cut could undo: refuse to run otherwise.

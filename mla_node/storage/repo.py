@@ -27,8 +27,9 @@ class Reader(Protocol):
     ) -> list[sqlite3.Row]: ...  # pragma: no cover
 
 
-# out: queued -> delivered | rejected; in: received -> retrieved (a clerk opened it)
-MESSAGE_STATUSES = ("queued", "delivered", "rejected", "received", "retrieved")
+# out: queued -> delivered | rejected (a signed refusal) | undeliverable (its delivery deadline
+# passed; an admin's resend queues it again); in: received -> retrieved (a clerk opened it)
+MESSAGE_STATUSES = ("queued", "delivered", "rejected", "undeliverable", "received", "retrieved")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class MessageRow:
     created_at: int
     updated_at: int
     created_by: str | None
+    replaces: str | None = None  # the undeliverable message this one re-seals (admin resend)
+    purged_at: int | None = None  # when a purge removed form and envelope (digests stay)
 
     @property
     def peer(self) -> str:
@@ -72,12 +75,14 @@ class MessageRow:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             created_by=row["created_by"],
+            replaces=row["replaces"],
+            purged_at=row["purged_at"],
         )
 
 
 _MESSAGE_COLUMNS = (
     "id, direction, sender, recipient, case_id, in_reply_to, form_type, form_version, form, "
-    "status, envelope, envelope_sha256, created_at, updated_at, created_by"
+    "status, envelope, envelope_sha256, created_at, updated_at, created_by, replaces, purged_at"
 )
 
 
@@ -85,7 +90,7 @@ async def insert_message(tx: Transaction, m: MessageRow) -> bool:
     """Insert; False when a message with this id already exists (the caller decides why)."""
     count = await tx.execute(
         f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES "  # noqa: S608 (constant columns)
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         (
             m.id,
             m.direction,
@@ -102,6 +107,8 @@ async def insert_message(tx: Transaction, m: MessageRow) -> bool:
             m.created_at,
             m.updated_at,
             m.created_by,
+            m.replaces,
+            m.purged_at,
         ),
     )
     return count == 1
@@ -175,12 +182,79 @@ class OutboxItem:
     envelope_sha256: bytes
 
 
-async def enqueue(tx: Transaction, message_id: str, peer: str, now: int) -> None:
+async def enqueue(
+    tx: Transaction, message_id: str, peer: str, now: int, *, deadline_at: int, warn_at: int | None
+) -> None:
     await tx.execute(
-        "INSERT INTO outbox (message_id, peer, attempts, next_attempt_at, created_at) "
-        "VALUES (?, ?, 0, ?, ?)",
-        (message_id, peer, now, now),
+        "INSERT INTO outbox (message_id, peer, attempts, next_attempt_at, created_at, "
+        "deadline_at, warn_at) VALUES (?, ?, 0, ?, ?, ?, ?)",
+        (message_id, peer, now, now, deadline_at, warn_at),
     )
+
+
+async def assign_missing_deadlines(tx: Transaction, deadline_ms: int, warn_ms: int) -> int:
+    """Rows queued before deadlines existed get them from their queueing time."""
+    return await tx.execute(
+        "UPDATE outbox SET deadline_at = created_at + ?, warn_at = created_at + ? "
+        "WHERE deadline_at IS NULL",
+        (deadline_ms, warn_ms),
+    )
+
+
+@dataclass(frozen=True)
+class OverdueItem:
+    message_id: str
+    case_id: str
+    envelope_sha256: bytes
+    attempts: int
+    last_error: str | None
+
+
+async def overdue(db: Reader, peer: str, now: int) -> list[OverdueItem]:
+    """Envelopes to ``peer`` whose delivery deadline has passed."""
+    rows = await db.fetchall(
+        "SELECT o.message_id, m.case_id, m.envelope_sha256, o.attempts, o.last_error "
+        "FROM outbox o JOIN messages m ON m.id = o.message_id "
+        "WHERE o.peer = ? AND o.deadline_at <= ? ORDER BY o.message_id",
+        (peer, now),
+    )
+    return [OverdueItem(*tuple(r)) for r in rows]
+
+
+async def take_due_warnings(tx: Transaction, peer: str, now: int) -> list[tuple[str, int]]:
+    """(message id, deadline) of envelopes to ``peer`` past their warning time, not warned yet;
+    marks them warned, so each warning is given once."""
+    rows = await tx.fetchall(
+        "UPDATE outbox SET warn_at = NULL WHERE peer = ? AND warn_at IS NOT NULL AND warn_at <= ? "
+        "RETURNING message_id, deadline_at",
+        (peer, now),
+    )
+    return sorted((r[0], r[1]) for r in rows)
+
+
+async def has_due_warnings(db: Reader, peer: str, now: int) -> bool:
+    row = await db.fetchone(
+        "SELECT 1 FROM outbox WHERE peer = ? AND warn_at IS NOT NULL AND warn_at <= ? LIMIT 1",
+        (peer, now),
+    )
+    return row is not None
+
+
+@dataclass(frozen=True)
+class OutboxState:
+    attempts: int
+    next_attempt_at: int
+    deadline_at: int | None
+    last_error: str | None
+
+
+async def outbox_state(db: Reader, message_id: str) -> OutboxState | None:
+    row = await db.fetchone(
+        "SELECT attempts, next_attempt_at, deadline_at, last_error FROM outbox "
+        "WHERE message_id = ?",
+        (message_id,),
+    )
+    return OutboxState(*tuple(row)) if row else None
 
 
 async def due_for_peer(db: Reader, peer: str, now: int, limit: int) -> list[OutboxItem]:
@@ -221,6 +295,24 @@ async def wake_peer(tx: Transaction, peer: str, now: int) -> None:
 
 async def dequeue(tx: Transaction, message_id: str) -> bool:
     return await tx.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,)) == 1
+
+
+async def replaced_by(db: Reader, message_id: str) -> str | None:
+    """The id of the message that re-sealed ``message_id``, if any."""
+    row = await db.fetchone(
+        "SELECT id FROM messages WHERE replaces = ? ORDER BY id LIMIT 1", (message_id,)
+    )
+    return str(row[0]) if row else None
+
+
+async def undeliverable_by_peer(db: Reader) -> dict[str, int]:
+    """peer -> outbound messages now undeliverable and not replaced (waiting for an admin)."""
+    rows = await db.fetchall(
+        "SELECT recipient, COUNT(*) FROM messages m WHERE direction = 'out' "
+        "AND status = 'undeliverable' "
+        "AND NOT EXISTS (SELECT 1 FROM messages r WHERE r.replaces = m.id) GROUP BY recipient"
+    )
+    return {r[0]: r[1] for r in rows}
 
 
 # --- receipts and evidence --------------------------------------------------------------------
@@ -364,6 +456,7 @@ class PeerStatus:
     last_failure_at: int | None
     last_error: str | None
     consecutive_failures: int
+    deadlines_passed: int = 0
 
 
 async def record_peer_result(tx: Transaction, peer: str, now: int, error: str | None) -> None:
@@ -386,10 +479,19 @@ async def record_peer_result(tx: Transaction, peer: str, now: int, error: str | 
 
 async def peer_statuses(db: Reader) -> dict[str, PeerStatus]:
     rows = await db.fetchall(
-        "SELECT peer, last_success_at, last_failure_at, last_error, consecutive_failures "
-        "FROM peer_status"
+        "SELECT peer, last_success_at, last_failure_at, last_error, consecutive_failures, "
+        "deadlines_passed FROM peer_status"
     )
     return {r[0]: PeerStatus(*tuple(r)) for r in rows}
+
+
+async def count_deadlines_passed(tx: Transaction, peer: str, n: int) -> None:
+    await tx.execute(
+        "INSERT INTO peer_status (peer, consecutive_failures, deadlines_passed) VALUES (?, 0, ?) "
+        "ON CONFLICT (peer) DO UPDATE SET "
+        "deadlines_passed = peer_status.deadlines_passed + excluded.deadlines_passed",
+        (peer, n),
+    )
 
 
 async def count_pending(db: Database) -> int:

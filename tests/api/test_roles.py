@@ -27,6 +27,10 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
     ("GET",  "/api/v1/requests/{id}"):              (200,  200,     200,    200,   401,  401),
     ("POST", "/api/v1/requests/{id}/replies"):      (201,  403,     403,    403,   401,  401),
     ("POST", "/api/v1/requests/{id}/acknowledge"):  (201,  403,     403,    403,   401,  401),
+    # resend: the admin may, but a received request is not an undeliverable one of ours: 409
+    ("POST", "/api/v1/requests/{id}/resend"):       (403,  403,     403,    409,   401,  401),
+    ("POST", "/api/v1/requests/{id}/hold"):         (403,  403,     403,    200,   401,  401),
+    ("DELETE", "/api/v1/requests/{id}/hold"):       (403,  403,     403,    200,   401,  401),
     ("GET",  "/api/v1/peers"):                      (200,  200,     200,    200,   401,  401),
     ("GET",  "/openapi.json"):                      (200,  200,     200,    200,   200,  200),
     ("GET",  "/healthz"):                           (200,  200,     200,    200,   200,  200),
