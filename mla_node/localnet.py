@@ -77,7 +77,12 @@ class LocalNode:
     config_path: Path
     config: NodeConfig
     clerk_port: int
-    peer_port: int
+    peer_port: int  # the port of its endpoint in the directory: where peers connect
+
+    @property
+    def listen_port(self) -> int:
+        """The port its peer endpoint listens on: ``peer_port`` unless something stands between."""
+        return self.config.peer.port
 
 
 def create_network(
@@ -90,7 +95,16 @@ def create_network(
     host: str = "127.0.0.1",
     delivery: DeliverySection = LOCAL_DELIVERY,
     suites: dict[str, list[Suite]] | None = None,
+    listen_ports: dict[str, int] | None = None,
 ) -> dict[str, LocalNode]:
+    """Make the authority and each state's node (keys, config, trust root), admit them all and
+    publish the directory.
+
+    ``peer_ports`` are the ports of the endpoints the directory lists; each node listens on its
+    ``listen_ports`` entry instead when there is one (a fault proxy then stands on the endpoint
+    port and forwards to the node: see :mod:`chaos.proxy`).
+    """
+    listen_ports = {**peer_ports, **(listen_ports or {})}
     auth_dir = folder / "authority"
     authority.init_authority(auth_dir, now=now)
     nodes: dict[str, LocalNode] = {}
@@ -111,7 +125,7 @@ def create_network(
         config = NodeConfig(
             node=NodeSection(state=state, authority_name=authority_name),
             clerk_api=ClerkApiSection(host=host, port=clerk_ports[state]),
-            peer=PeerSection(host=host, port=peer_ports[state]),
+            peer=PeerSection(host=host, port=listen_ports[state]),
             delivery=delivery,
             base_dir=node_dir,
         )

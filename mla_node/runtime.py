@@ -64,6 +64,7 @@ class NodeRuntime:
         clerk_socket: socket.socket | None = None,
         peer_socket: socket.socket | None = None,
         clock: Callable[[], int] = wall_clock_ms,
+        source_host: str | None = None,
     ) -> NodeRuntime:
         try:
             crashpoints.check_environment()
@@ -87,6 +88,7 @@ class NodeRuntime:
                 identity.tls_cert_path,
                 identity.tls_key_path,
                 max_connections_per_peer=config.delivery.max_in_flight,
+                source_host=source_host,
             )
             runtime = cls(config, ctx, Deliverer(ctx, transport), transport, runners)
             await runtime._serve(trust_root, clerk_socket, peer_socket)

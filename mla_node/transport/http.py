@@ -50,14 +50,24 @@ def pinned_client_context(
 
 class HttpTransport:
     """One ``ClientSession`` (connection pool) per peer certificate: a directory update that
-    rolls a peer's certificate over gets a new pinned session; the old one is closed."""
+    rolls a peer's certificate over gets a new pinned session; the old one is closed.
+
+    ``source_host`` binds outgoing connections to that local address (a network fault proxy in
+    front of a peer tells the nodes of a local network apart by it: 127.0.0.2, 127.0.0.3, ...).
+    """
 
     def __init__(
-        self, cert_pem_path: Path, key_path: Path, *, max_connections_per_peer: int = 16
+        self,
+        cert_pem_path: Path,
+        key_path: Path,
+        *,
+        max_connections_per_peer: int = 16,
+        source_host: str | None = None,
     ) -> None:
         self._cert = cert_pem_path
         self._key = key_path
         self._max_per_peer = max_connections_per_peer
+        self._local_addr = (source_host, 0) if source_host else None
         self._sessions: dict[str, tuple[str, aiohttp.ClientSession]] = {}
 
     async def _client(self, peer: NodeEntry) -> aiohttp.ClientSession:
@@ -68,7 +78,9 @@ class HttpTransport:
             await current[1].close()
         context = pinned_client_context(self._cert, self._key, peer.tls_cert_der)
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=context, limit_per_host=self._max_per_peer),
+            connector=aiohttp.TCPConnector(
+                ssl=context, limit_per_host=self._max_per_peer, local_addr=self._local_addr
+            ),
             auto_decompress=False,
         )
         self._sessions[peer.state] = (peer.tls_cert_sha256, session)
