@@ -147,6 +147,8 @@ def admit(
     now: datetime,
     directory_valid_days: int = 30,
     cert_valid_days: int = 397,
+    overlap_s: int = 0,
+    keep_certificate: bool = False,
 ) -> AdmitResult:
     """Verify a node's registration, issue its TLS certificate, add it and publish.
 
@@ -154,15 +156,28 @@ def admit(
     file, which on a single machine is the node's keys folder. Admitting a state again replaces
     its entry; its previous keys stay listed with their validity cut at ``now``, so receipts and
     evidence they signed still verify against newer directories while new traffic cannot use them.
+
+    A key rotation under traffic passes ``overlap_s``: the previous keys stay valid that long
+    after ``now``, so what was sealed or signed with them before every node has the new directory
+    is still accepted. With ``keep_certificate`` the state's current certificate is kept when it
+    certifies the registration's TLS key: rotating message keys then leaves the pinned TLS
+    certificate alone, and no peer's connection breaks while the directories propagate.
     """
+    if overlap_s < 0:
+        raise ConfigError("the overlap must not be negative", field="overlap_s")
     reg = _read_registration(registration)
     with _locked(dir):
         registry = _load_registry(dir)
         ca_key = _load_ca_key(dir)
         ca_cert = _load_ca_cert(dir)
-        cert = pki.issue_node_certificate(
-            ca_key, ca_cert, reg.tls_public_key, reg.state, reg.hostnames, now, cert_valid_days
-        )
+        previous = registry.nodes.get(reg.state)
+        kept = x509.load_der_x509_certificate(previous.tls_cert_der) if previous else None
+        if keep_certificate and kept is not None and kept.public_key() == reg.tls_public_key:
+            cert = kept
+        else:
+            cert = pki.issue_node_certificate(
+                ca_key, ca_cert, reg.tls_public_key, reg.state, reg.hostnames, now, cert_valid_days
+            )
         cert_der = cert.public_bytes(Encoding.DER)
         entry = NodeEntry(
             state=reg.state,
@@ -171,7 +186,7 @@ def admit(
             suites=reg.suites,
             tls_cert_sha256=pki.certificate_fingerprint(cert_der),
             tls_cert_der=cert_der,
-            keys=reg.keys + _retired_keys(registry.nodes.get(reg.state), reg.keys, _ms(now)),
+            keys=reg.keys + _retired_keys(previous, reg.keys, _ms(now), overlap_s * 1000),
         )
         cert_pem = pki.certificate_pem(cert)
         pki.write_public_file(dir / ISSUED_DIR / f"{reg.state}.pem", cert_pem)
@@ -186,15 +201,15 @@ def admit(
 
 
 def _retired_keys(
-    previous: NodeEntry | None, current: tuple[KeyEntry, ...], now_ms: int
+    previous: NodeEntry | None, current: tuple[KeyEntry, ...], now_ms: int, overlap_ms: int = 0
 ) -> tuple[KeyEntry, ...]:
     if previous is None:
         return ()
     kept = {k.kid for k in current}
-    # Closed just before `now`, because validity windows include their end: at the moment this
-    # directory is issued only the new keys are usable.
+    # Closed just before `now` (+ the overlap), because validity windows include their end:
+    # without an overlap, only the new keys are usable from the moment this directory is issued.
     return tuple(
-        replace(k, not_after=min(k.not_after, now_ms - 1))
+        replace(k, not_after=min(k.not_after, now_ms - 1 + overlap_ms))
         for k in previous.keys
         # A key whose window had not opened yet never signed anything worth keeping.
         if k.kid not in kept and k.not_before < now_ms

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from mla_node.config import NodeConfig
-from mla_node.identity import NodeIdentity
+from mla_node.errors import MlaError
+from mla_node.identity import NodeIdentity, load_identity
 from mla_node.ids import new_ulid
 from mla_node.protocol.directory import Directory
 from mla_node.protocol.evidence import sign_evidence
+from mla_node.protocol.merkle import leaf_hash
 from mla_node.service.trust import TrustKeeper
 from mla_node.storage import repo
 from mla_node.storage.db import Database, Transaction
+
+log = logging.getLogger(__name__)
 
 
 class Role(StrEnum):
@@ -48,9 +55,41 @@ class NodeContext:
     # Set on SIGTERM: the clerk API refuses writes (503 shutting_down) while the node winds down.
     stopping: bool = False
 
+    def __post_init__(self) -> None:
+        self.trust.on_change.append(self.refresh_identity)
+
     @property
     def state(self) -> str:
         return self.config.node.state
+
+    async def refresh_identity(self, directory: Directory) -> None:
+        """Pick up keys rotated on disk (``keys/`` and ``keys/retired/``) without a restart.
+
+        Run on each newly adopted directory. New encryption keys are loaded at once (holding a
+        private key the peers do not use yet is harmless) and none is ever dropped, so envelopes
+        sealed to a retired key still open. The new signing key is used only once the directory
+        lists it as valid for this node now: until then peers would refuse what it signs, so the
+        old key keeps signing (inside the overlap window the authority left it).
+        """
+        try:
+            fresh = await asyncio.to_thread(load_identity, self.config.keys_dir)
+        except MlaError as exc:
+            log.error("keys folder not reloaded, the loaded keys stay in use: %s", exc)
+            return
+        signing = fresh.signing_key
+        if signing.kid != self.identity.signing_key.kid:
+            _, problem = directory.check_key(
+                self.state, signing.kid, "sign", self.clock(), live=True
+            )
+            if problem is not None:
+                signing = self.identity.signing_key
+            else:
+                log.info("signing with the rotated key %s from now on", signing.kid)
+        self.identity = dataclasses.replace(
+            fresh,
+            signing_key=signing,
+            encryption_keys={**self.identity.encryption_keys, **fresh.encryption_keys},
+        )
 
     def directory(self) -> Directory:
         """The directory to use for traffic now; a TrustError (503) when there is none."""
@@ -69,7 +108,10 @@ class NodeContext:
         detail: str | None = None,
         receipt_digest: bytes | None = None,
     ) -> bytes:
-        """Sign an evidence record as this node and append it in the caller's transaction."""
+        """Sign an evidence record as this node and append it in the caller's transaction.
+
+        Appending is the record's entry into the node's transparency log (service/audit_log.py):
+        its seq is its place in the Merkle tree, covered by the next checkpoint."""
         record = sign_evidence(
             self.identity.signing_key,
             event=event,
@@ -90,6 +132,7 @@ class NodeContext:
             record=record,
             sha256=_sha256(record),
             at=at,
+            leaf_hash=leaf_hash(record),
         )
         return record
 

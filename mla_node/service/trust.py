@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from mla_node.crashpoints import crash_point
@@ -33,6 +33,8 @@ class TrustKeeper:
         self._current: Directory | None = None
         self._digest: bytes | None = None
         self.last_error: TrustError | None = None
+        # Called after each newly adopted directory (a node picks up its own rotated keys here).
+        self.on_change: list[Callable[[Directory], Awaitable[None]]] = []
 
     @property
     def current(self) -> Directory | None:
@@ -90,6 +92,11 @@ class TrustKeeper:
         await self._db.write(persist)
         self._current, self._digest, self.last_error = directory, digest, None
         log.info("directory version %s accepted", directory.version)
+        for hook in self.on_change:
+            try:
+                await hook(directory)
+            except Exception:  # the directory is adopted whatever a listener does
+                log.exception("directory listener failed")
         return True
 
     def require(self, now: int) -> Directory:

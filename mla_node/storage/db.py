@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import sqlite3
@@ -29,6 +30,10 @@ from mla_node.errors import DatabaseNewerThanProgram, StorageError
 T = TypeVar("T")
 Params = Sequence[object] | Mapping[str, object]
 _Conn = aiosqlite.Connection
+
+# aiosqlite logs every call with its parameters at DEBUG: forms in clear, envelopes, token hashes.
+# Whatever level an operator chooses, those must not reach a log (tests/security/test_secrets.py).
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 # fullfsync: on macOS a plain fsync leaves the commit in the drive's cache.
 _PRAGMAS = ("foreign_keys=ON", "busy_timeout=5000", "synchronous=FULL", "fullfsync=ON")
