@@ -118,12 +118,22 @@ class DeliverySection(_Section):
         return value
 
 
+class AuditSection(_Section):
+    checkpoint_interval_s: float = Field(
+        300.0,
+        gt=0,
+        description="How often the node signs a checkpoint (tree head) of its evidence log when "
+        "the log grew (seconds); one is also made at start and on demand (docs/audit.md).",
+    )
+
+
 class NodeConfig(_Section):
     node: NodeSection
     clerk_api: ClerkApiSection = ClerkApiSection()
     peer: PeerSection = PeerSection()
     keys: KeysSection = KeysSection()
     delivery: DeliverySection = DeliverySection()
+    audit: AuditSection = AuditSection()
     base_dir: Path = Field(
         Path("."), exclude=True, description="Folder relative paths are resolved against."
     )

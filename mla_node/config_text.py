@@ -43,6 +43,7 @@ SECTION_HELP = {
     "endpoint in the signed directory; this is only where the node listens.",
     "keys": "Trust material. Relative paths are resolved against this file's folder.",
     "delivery": "Sending to peers and accepting from them.",
+    "audit": "The transparency log of evidence records: signed checkpoints for auditors.",
 }
 
 _WIDTH = 98

@@ -293,6 +293,16 @@ class EvidenceInvalid(TrustError):
     title = "An evidence record does not verify"
 
 
+class CheckpointInvalid(TrustError):
+    code = "checkpoint_invalid"
+    title = "A signed tree head (checkpoint) of an evidence log does not verify"
+
+
+class LogProofInvalid(TrustError):
+    code = "log_proof_invalid"
+    title = "A Merkle inclusion or consistency proof of an evidence log does not verify"
+
+
 # --- the network or the peer is unavailable right now ----------------------------------------
 
 

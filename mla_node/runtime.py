@@ -27,7 +27,7 @@ from mla_node.errors import ConfigError, MlaError
 from mla_node.identity import load_identity
 from mla_node.protocol.directory import TrustRoot
 from mla_node.protocol.envelope import MAX_ENVELOPE
-from mla_node.service import inbound
+from mla_node.service import audit_log, inbound
 from mla_node.service.context import NodeContext
 from mla_node.service.delivery import Deliverer
 from mla_node.service.trust import TrustKeeper
@@ -84,6 +84,7 @@ class NodeRuntime:
             trust = TrustKeeper(trust_root, config.directory_path, db, clock)
             await trust.start()
             ctx = NodeContext(config=config, db=db, identity=identity, trust=trust, clock=clock)
+            await audit_log.checkpoint(ctx)  # a signed head of the log as it stands at start
             transport = HttpTransport(
                 identity.tls_cert_path,
                 identity.tls_key_path,
@@ -100,6 +101,12 @@ class NodeRuntime:
         await runtime.deliverer.start()
         runtime.tasks.append(
             asyncio.create_task(trust.poll(config.delivery.directory_poll_s), name="directory")
+        )
+        runtime.tasks.append(
+            asyncio.create_task(
+                audit_log.checkpoint_every(ctx, config.audit.checkpoint_interval_s),
+                name="checkpoints",
+            )
         )
         log.info(
             "node %s ready: clerk API %s, peer endpoint %s",

@@ -29,9 +29,11 @@ import msgpack  # noqa: E402
 
 from mla_node.errors import MlaError  # noqa: E402
 from mla_node.protocol import codec  # noqa: E402
+from mla_node.protocol.checkpoint import sign_checkpoint  # noqa: E402
 from mla_node.protocol.envelope import MAX_ENVELOPE, envelope_digest, pad  # noqa: E402
 from mla_node.protocol.evidence import Event, sign_evidence  # noqa: E402
 from mla_node.protocol.keys import SIGNING_ALG, Suite, key_id  # noqa: E402
+from mla_node.protocol.merkle import Tree, leaf_hash  # noqa: E402
 from mla_node.protocol.receipts import DELIVERED, REJECTED, sign_receipt  # noqa: E402
 from tests.factory import (  # noqa: E402
     DAY,
@@ -199,12 +201,87 @@ def codec_json() -> dict[str, Any]:
     }
 
 
+def checkpoint_vectors(w: Writer, key: Any, records: list[bytes]) -> None:
+    """AR's log: its two evidence records and a third; checkpoints of size 2 and 3 over it."""
+    leaves = [leaf_hash(r) for r in [*records, b"a third record"]]
+    tree = Tree(leaves)
+    c2 = sign_checkpoint(key, node="AR", size=2, root=tree.root(2), at=NOW + 2 * MINUTE)
+    c3 = sign_checkpoint(key, node="AR", size=3, root=tree.root(3), at=NOW + 3 * MINUTE)
+    ctx = {"directory": D1, "node": "AR"}
+    consistent = {
+        **ctx,
+        "previous_hex": c2.hex(),
+        "proof_hex": [h.hex() for h in tree.consistency_proof(2)],
+    }
+    expected = {
+        "node": "AR",
+        "size": 3,
+        "root_hex": tree.root(3).hex(),
+        "at": NOW + 3 * MINUTE,
+        "kid": key.kid,
+    }
+    w.vector(
+        "checkpoint/good.json",
+        "checkpoint",
+        "AR's checkpoint of its first 3 records",
+        c3,
+        "ok",
+        context=ctx,
+        expected=expected,
+    )
+    w.vector(
+        "checkpoint/consistent.json",
+        "checkpoint",
+        "AR's checkpoint of size 3 with its consistency proof from its checkpoint of size 2",
+        c3,
+        "ok",
+        context=consistent,
+        expected=expected,
+    )
+    fork = Tree([leaves[0], leaf_hash(b"a forged second record"), leaves[2]])
+    forked = sign_checkpoint(key, node="AR", size=3, root=fork.root(3), at=NOW + 3 * MINUTE)
+    w.vector(
+        "checkpoint/split_view.json",
+        "checkpoint",
+        "A validly signed checkpoint of a forked history: not consistent with AR's size-2 head",
+        forked,
+        "log_proof_invalid",
+        context={**consistent, "proof_hex": [h.hex() for h in fork.consistency_proof(2)]},
+    )
+    flipped = bytearray(c3)
+    flipped[len(flipped) // 2] ^= 0x01
+    w.vector(
+        "checkpoint/tampered.json",
+        "checkpoint",
+        "AR's checkpoint, one bit flipped",
+        bytes(flipped),
+        "checkpoint_invalid",
+        context=ctx,
+    )
+    w.vector(
+        "checkpoint/wrong_node.json",
+        "checkpoint",
+        "AR's checkpoint presented as BR's",
+        c3,
+        "checkpoint_invalid",
+        context={"directory": D1, "node": "BR"},
+    )
+    w.vector(
+        "checkpoint/evidence_as_checkpoint.json",
+        "checkpoint",
+        "An evidence record signed by AR presented as a checkpoint: the domain differs",
+        records[0],
+        "checkpoint_invalid",
+        context=ctx,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "vectors")
     args = parser.parse_args()
     out: Path = args.out
-    for sub in ("directory", "envelope", "receipt", "evidence"):
+    for sub in ("directory", "envelope", "receipt", "evidence", "checkpoint"):
         shutil.rmtree(out / sub, ignore_errors=True)
     w = Writer(out)
 
@@ -771,6 +848,8 @@ def main() -> None:
         "evidence_invalid",
         context=econtext,
     )
+
+    checkpoint_vectors(w, ar0, [evidence_min, evidence_full])
 
     # --- version 2: AR's and BR's first signing keys revoked, AR's next key not yet valid --------
     ar1 = net.rotate_signing_key("AR", not_before=NOW + DAY)

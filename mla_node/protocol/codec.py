@@ -22,6 +22,7 @@ DOMAIN_ENVELOPE = b"mla-node/v1/envelope"
 DOMAIN_RECEIPT = b"mla-node/v1/receipt"
 DOMAIN_EVIDENCE = b"mla-node/v1/evidence"
 DOMAIN_DIRECTORY = b"mla-node/v1/directory"
+DOMAIN_CHECKPOINT = b"mla-node/v1/checkpoint"
 DOMAIN_HPKE_INFO = b"mla-node/v1/hpke-info"
 
 

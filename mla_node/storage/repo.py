@@ -356,11 +356,13 @@ async def insert_evidence(
     record: bytes,
     sha256: bytes,
     at: int,
+    leaf_hash: bytes,
 ) -> int:
+    """Append a record to the evidence log; its seq is its place in the log (leaf seq - 1)."""
     return await tx.insert(
-        "INSERT INTO evidence (message_id, case_id, event, record, sha256, at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (message_id, case_id, event, record, sha256, at),
+        "INSERT INTO evidence (message_id, case_id, event, record, sha256, at, leaf_hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (message_id, case_id, event, record, sha256, at, leaf_hash),
     )
 
 
@@ -376,6 +378,57 @@ async def has_evidence(db: Reader, message_id: str, event: str) -> bool:
         "SELECT 1 FROM evidence WHERE message_id = ? AND event = ? LIMIT 1", (message_id, event)
     )
     return row is not None
+
+
+# --- the transparency log (issue 4) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogLeaf:
+    seq: int
+    leaf_hash: bytes | None  # None for rows older than migration 0003
+    record: bytes | None  # only read where leaf_hash is None
+
+
+async def log_leaves(db: Reader) -> list[LogLeaf]:
+    """Every leaf of the log in order, from one read (a consistent snapshot)."""
+    rows = await db.fetchall(
+        "SELECT seq, leaf_hash, CASE WHEN leaf_hash IS NULL THEN record END FROM evidence "
+        "ORDER BY seq"
+    )
+    return [LogLeaf(r[0], r[1], r[2]) for r in rows]
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    size: int
+    root: bytes
+    checkpoint: bytes
+    at: int
+
+
+async def insert_checkpoint(tx: Transaction, c: CheckpointRow) -> bool:
+    """Store a checkpoint; False when one of this size is already stored (the log did not grow)."""
+    count = await tx.execute(
+        "INSERT INTO checkpoints (size, root, checkpoint, at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (size) DO NOTHING",
+        (c.size, c.root, c.checkpoint, c.at),
+    )
+    return count == 1
+
+
+async def checkpoint_at(db: Reader, size: int) -> CheckpointRow | None:
+    row = await db.fetchone(
+        "SELECT size, root, checkpoint, at FROM checkpoints WHERE size = ?", (size,)
+    )
+    return CheckpointRow(*tuple(row)) if row else None
+
+
+async def latest_checkpoint(db: Reader) -> CheckpointRow | None:
+    row = await db.fetchone(
+        "SELECT size, root, checkpoint, at FROM checkpoints ORDER BY size DESC LIMIT 1"
+    )
+    return CheckpointRow(*tuple(row)) if row else None
 
 
 # --- idempotency and tokens -------------------------------------------------------------------

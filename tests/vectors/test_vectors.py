@@ -18,14 +18,16 @@ import pytest
 from mla_node import errors
 from mla_node.errors import MlaError
 from mla_node.protocol import codec
+from mla_node.protocol.checkpoint import verify_checkpoint
 from mla_node.protocol.directory import Directory, TrustRoot, verify_directory
 from mla_node.protocol.envelope import open_envelope, pad
 from mla_node.protocol.evidence import verify_evidence
 from mla_node.protocol.keys import SIGNING_ALG, EncryptionKey, SigningKey, Suite, key_id
+from mla_node.protocol.merkle import verify_consistency
 from mla_node.protocol.receipts import verify_receipt
 
 HERE = Path(__file__).parent
-KINDS = ("directory", "envelope", "receipt", "evidence")
+KINDS = ("directory", "envelope", "receipt", "evidence", "checkpoint")
 CASES = sorted(
     p.relative_to(HERE).as_posix() for kind in KINDS for p in HERE.glob(f"{kind}/*.json")
 )
@@ -111,6 +113,13 @@ def run(vector: dict[str, Any]) -> Any:
             expect_envelope_digest=bytes.fromhex(digest) if digest else None,
             expect_signer=ctx.get("expect_signer"),
         )
+    if kind == "checkpoint":
+        head = verify_checkpoint(data, d, node=ctx["node"])
+        if "previous_hex" in ctx:
+            old = verify_checkpoint(bytes.fromhex(ctx["previous_hex"]), d, node=ctx["node"])
+            proof = [bytes.fromhex(h) for h in ctx["proof_hex"]]
+            verify_consistency(old.size, head.size, old.root, head.root, proof)
+        return head
     assert kind == "evidence"
     return verify_evidence(data, d, node=ctx["node"])
 
@@ -139,6 +148,14 @@ def observed(kind: str, result: Any) -> dict[str, Any]:
             "code": result.code,
             "at": result.at,
             "envelope_hex": result.envelope_digest.hex(),
+            "kid": result.kid,
+        }
+    if kind == "checkpoint":
+        return {
+            "node": result.node,
+            "size": result.size,
+            "root_hex": result.root.hex(),
+            "at": result.at,
             "kid": result.kid,
         }
     assert kind == "evidence"

@@ -1,0 +1,112 @@
+"""Checkpoints: a node's signed tree head over its evidence log (RFC 9162 §4.10, in our container).
+
+A checkpoint says "the first ``size`` records of my log hash to ``root``", signed by the node at
+``at``. Any two checkpoints of one node must be consistent (the smaller tree a prefix of the
+larger); two that are not prove the node showed two histories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mla_node.errors import CheckpointInvalid
+from mla_node.protocol import codec
+from mla_node.protocol.directory import Directory
+from mla_node.protocol.keys import SigningKey
+from mla_node.protocol.merkle import HASH_LEN
+from mla_node.protocol.signed import open_signed, sign_object
+
+CHECKPOINT_VERSION = 1
+MAX_CHECKPOINT = 1024  # a checkpoint is ~150 bytes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    node: str
+    size: int
+    root: bytes
+    at: int
+    kid: str
+    raw: bytes
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "size": self.size,
+            "root": self.root.hex(),
+            "at": self.at,
+            "kid": self.kid,
+        }
+
+
+def sign_checkpoint(key: SigningKey, *, node: str, size: int, root: bytes, at: int) -> bytes:
+    if size < 0 or len(root) != HASH_LEN:
+        raise ValueError("a checkpoint needs a size ≥ 0 and a 32-byte root")
+    return sign_object(
+        codec.DOMAIN_CHECKPOINT,
+        key,
+        {
+            "v": CHECKPOINT_VERSION,
+            "kind": "checkpoint",
+            "node": node,
+            "size": size,
+            "root": root,
+            "at": at,
+        },
+    )
+
+
+def verify_checkpoint(data: bytes, directory: Directory, *, node: str) -> Checkpoint:
+    """Verify a checkpoint ``node`` signed, with that node's key valid at the checkpoint's time."""
+    entry = directory.node(node)
+    if entry is None:
+        raise CheckpointInvalid(f"{node} is not in the directory")
+    sign_keys = {k.kid: k.public for k in entry.keys if k.use == "sign"}
+
+    def key_for(kid: str) -> bytes:
+        if kid not in sign_keys:
+            raise CheckpointInvalid(f"checkpoint signed by unknown key {kid}")
+        return sign_keys[kid]
+
+    signed = open_signed(
+        codec.DOMAIN_CHECKPOINT, data, key_for, CheckpointInvalid, "checkpoint", MAX_CHECKPOINT
+    )
+    b = signed.body
+    if b.integer("v") != CHECKPOINT_VERSION or b.text("kind") != "checkpoint":
+        raise CheckpointInvalid("not a version 1 checkpoint")
+    checkpoint = Checkpoint(
+        node=b.text("node", 2),
+        size=b.integer("size"),
+        root=b.blob("root", HASH_LEN),
+        at=b.integer("at"),
+        kid=signed.kid,
+        raw=data,
+    )
+    if checkpoint.node != node:
+        raise CheckpointInvalid(f"checkpoint names node {checkpoint.node}, expected {node}")
+    if checkpoint.size < 0:
+        raise CheckpointInvalid("checkpoint size is negative")
+    _, problem = directory.check_key(node, signed.kid, "sign", checkpoint.at, live=False)
+    if problem is not None:
+        raise CheckpointInvalid(f"checkpoint key {signed.kid} was {problem} at signing time")
+    return checkpoint
+
+
+def peek_head(data: bytes) -> tuple[str, int]:
+    """(node, size) a checkpoint claims, unverified: only to choose whom to verify as, and
+    which size an export's proofs are for."""
+    outer = codec.expect_array(
+        codec.unpack(data, error=CheckpointInvalid, max_bytes=MAX_CHECKPOINT, max_depth=2),
+        4,
+        CheckpointInvalid,
+        "checkpoint",
+    )
+    if not isinstance(outer[2], bytes):
+        raise CheckpointInvalid("checkpoint: body must be bytes")
+    body = codec.Fields(
+        codec.unpack(outer[2], error=CheckpointInvalid, max_bytes=MAX_CHECKPOINT),
+        CheckpointInvalid,
+        "checkpoint",
+    )
+    return body.text("node", 2), body.integer("size")

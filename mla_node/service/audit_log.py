@@ -1,0 +1,89 @@
+"""The node's transparency log: checkpoints (signed tree heads) and proofs over its evidence.
+
+Every evidence record enters the log when ``NodeContext.record_evidence`` appends it; the record
+with seq s is leaf s - 1 of an RFC 9162 tree (protocol/merkle.py). A checkpoint is made at start,
+every ``audit.checkpoint_interval_s`` and on demand. Each new checkpoint is first checked against
+the newest stored one (the old root must be the root of the same first leaves), so a database
+whose history was rewritten under the node is refused, not signed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mla_node.errors import LogProofInvalid, StorageError
+from mla_node.protocol.checkpoint import sign_checkpoint
+from mla_node.protocol.merkle import Tree, leaf_hash
+from mla_node.service.context import NodeContext
+from mla_node.storage import repo
+from mla_node.storage.db import Transaction
+
+log = logging.getLogger(__name__)
+
+
+async def log_tree(ctx: NodeContext) -> Tree:
+    """The tree over every committed evidence record, from one consistent read."""
+    leaves = await repo.log_leaves(ctx.db)
+    hashes: list[bytes] = []
+    for i, leaf in enumerate(leaves):
+        if leaf.seq != i + 1:  # evidence is append-only: a gap means a row was removed
+            raise StorageError(f"the evidence log has no record with seq {i + 1}")
+        if leaf.leaf_hash is not None:
+            hashes.append(leaf.leaf_hash)
+        else:
+            assert leaf.record is not None
+            hashes.append(leaf_hash(leaf.record))
+    return await asyncio.to_thread(Tree, hashes)
+
+
+async def checkpoint(ctx: NodeContext) -> bytes:
+    """Sign the log's current head, store it and return its bytes.
+
+    When the log has not grown since the newest checkpoint, that one is returned unchanged.
+    """
+    tree = await log_tree(ctx)
+    size, root = tree.size, tree.root()
+    stored = await repo.checkpoint_at(ctx.db, size)
+    if stored is not None:
+        if stored.root != root:
+            raise LogProofInvalid(f"the stored checkpoint of size {size} has another root")
+        return stored.checkpoint
+    latest = await repo.latest_checkpoint(ctx.db)
+    if latest is not None and (latest.size > size or tree.root(latest.size) != latest.root):
+        raise LogProofInvalid(
+            f"the evidence log is not an extension of its checkpoint of size {latest.size}"
+        )
+    at = ctx.clock()
+    data = sign_checkpoint(ctx.identity.signing_key, node=ctx.state, size=size, root=root, at=at)
+    row = repo.CheckpointRow(size=size, root=root, checkpoint=data, at=at)
+
+    async def store(tx: Transaction) -> bool:
+        return await repo.insert_checkpoint(tx, row)
+
+    if not await ctx.db.write(store):  # another caller signed this size first: keep theirs
+        again = await repo.checkpoint_at(ctx.db, size)
+        assert again is not None
+        return again.checkpoint
+    log.info("checkpoint: %d evidence records, root %s", size, root.hex()[:16])
+    return data
+
+
+async def inclusion_proof(ctx: NodeContext, seq: int, size: int) -> list[bytes]:
+    """The audit path of the record with ``seq`` in the tree of the first ``size`` records."""
+    return (await log_tree(ctx)).inclusion_proof(seq - 1, size)
+
+
+async def consistency_proof(ctx: NodeContext, old_size: int, size: int) -> list[bytes]:
+    """Proof that the log of ``old_size`` records is a prefix of the log of ``size``."""
+    return (await log_tree(ctx)).consistency_proof(old_size, size)
+
+
+async def checkpoint_every(ctx: NodeContext, interval_s: float) -> None:
+    """The periodic task the runtime starts next to the directory poll."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await checkpoint(ctx)
+        except Exception:  # keep going whatever one attempt did; the log says why
+            log.exception("checkpoint failed")
