@@ -204,6 +204,7 @@ FAULTS: dict[str, tuple[Fault, str, bool]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("name", list(FAULTS))
 async def test_every_message_is_delivered_once_through_a_fault(tmp_path: Path, name: str) -> None:
