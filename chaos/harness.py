@@ -20,7 +20,7 @@ import datetime as dt
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,19 @@ def finish(run: Run, drain_timeout_s: float = 120.0) -> tuple[Verdict, float]:
     return check(run.history, databases), drained
 
 
+def _run_and_check(
+    run: Run, scenario: Callable[[], Coroutine[Any, Any, None]]
+) -> tuple[Run, Verdict, float]:
+    """Run the scenario, drain, stop the network and check; never leave a node running."""
+    try:
+        asyncio.run(scenario())
+        verdict, drained = finish(run)
+    finally:
+        with contextlib.suppress(Exception):
+            supervisor.network_down(run.folder)
+    return run, verdict, drained
+
+
 def random_kills(
     folder: Path, *, states: list[str], requests: int, kills: int, seed: int, max_s: float
 ) -> tuple[Run, Verdict, float]:
@@ -192,13 +205,7 @@ def random_kills(
 
         await asyncio.gather(traffic(run, ops), killer(run, states, kills, progress))
 
-    try:
-        asyncio.run(main())
-        verdict, drained = finish(run)
-    finally:
-        with contextlib.suppress(Exception):
-            supervisor.network_down(folder)
-    return run, verdict, drained
+    return _run_and_check(run, main)
 
 
 async def _crash_cycle(
@@ -298,13 +305,7 @@ def crash_points(
                 others = [s for s in states if s != victim]
                 await _crash_cycle(run, point, victim, others, rng, ops_per_cycle)
 
-    try:
-        asyncio.run(main())
-        verdict, drained = finish(run)
-    finally:
-        with contextlib.suppress(Exception):
-            supervisor.network_down(folder)
-    return run, verdict, drained
+    return _run_and_check(run, main)
 
 
 def all_points() -> list[str]:

@@ -59,16 +59,7 @@ def sign_checkpoint(key: SigningKey, *, node: str, size: int, root: bytes, at: i
 
 def verify_checkpoint(data: bytes, directory: Directory, *, node: str) -> Checkpoint:
     """Verify a checkpoint ``node`` signed, with that node's key valid at the checkpoint's time."""
-    entry = directory.node(node)
-    if entry is None:
-        raise CheckpointInvalid(f"{node} is not in the directory")
-    sign_keys = {k.kid: k.public for k in entry.keys if k.use == "sign"}
-
-    def key_for(kid: str) -> bytes:
-        if kid not in sign_keys:
-            raise CheckpointInvalid(f"checkpoint signed by unknown key {kid}")
-        return sign_keys[kid]
-
+    key_for = directory.signing_key_lookup(node, CheckpointInvalid, "checkpoint")
     signed = open_signed(
         codec.DOMAIN_CHECKPOINT, data, key_for, CheckpointInvalid, "checkpoint", MAX_CHECKPOINT
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -18,6 +19,7 @@ from mla_node.errors import (
     DirectoryExpired,
     DirectoryMalformed,
     DirectoryRollback,
+    MlaError,
 )
 from mla_node.protocol import codec
 from mla_node.protocol.keys import SIGNING_ALG, SigningKey, Suite, key_id
@@ -151,6 +153,23 @@ class Directory:
         if not entry.not_before <= at <= entry.not_after:
             return entry, KeyProblem.NOT_VALID
         return entry, None
+
+    def signing_key_lookup(
+        self, state: str, error: type[MlaError], what: str
+    ) -> Callable[[str], bytes]:
+        """A key lookup for ``open_signed``: any signing key ``state`` is listed with. Whether
+        the key was valid when it signed is for the caller to check against the signed time."""
+        entry = self.nodes.get(state)
+        if entry is None:
+            raise error(f"{state} is not in the directory")
+        keys = {k.kid: k.public for k in entry.keys if k.use == "sign"}
+
+        def key_for(kid: str) -> bytes:
+            if kid not in keys:
+                raise error(f"{what} signed by unknown key {kid}")
+            return keys[kid]
+
+        return key_for
 
     def encryption_key(self, state: str, suite: Suite, at: int) -> KeyEntry | None:
         """The newest valid, unrevoked encryption key of ``state`` for ``suite``."""

@@ -104,16 +104,7 @@ def sign_evidence(
 
 def verify_evidence(data: bytes, directory: Directory, *, node: str) -> Evidence:
     """Verify a record that ``node`` signed, with that node's key valid at the record's time."""
-    entry = directory.node(node)
-    if entry is None:
-        raise EvidenceInvalid(f"{node} is not in the directory")
-    sign_keys = {k.kid: k.public for k in entry.keys if k.use == "sign"}
-
-    def key_for(kid: str) -> bytes:
-        if kid not in sign_keys:
-            raise EvidenceInvalid(f"evidence signed by unknown key {kid}")
-        return sign_keys[kid]
-
+    key_for = directory.signing_key_lookup(node, EvidenceInvalid, "evidence")
     signed = open_signed(codec.DOMAIN_EVIDENCE, data, key_for, EvidenceInvalid, "evidence")
     b = signed.body
     if b.integer("v") != EVIDENCE_VERSION or b.text("kind") != "evidence":
