@@ -746,6 +746,9 @@ class DeliveryModel(RuleBasedStateMachine):
 
 
 @pytest.mark.slow  # 200 examples take about 40 s: outside the inner loop, always in CI
+# A passing run takes about a minute at 200 examples; the margin lets Hypothesis shrink a
+# failure to its smallest example instead of being cut off mid-way.
+@pytest.mark.timeout(300 + 2 * EXAMPLES)
 def test_delivery_matches_the_model(template: Template) -> None:
     class Model(DeliveryModel):
         pass
