@@ -112,7 +112,7 @@ class Deliverer:
         while self.running:
             wake.clear()
             try:
-                pause = await self._round(peer)
+                pause = await self.deliver_round(peer)
             except Exception:  # a bug must not end delivery to this peer for good
                 log.exception("delivery round to %s failed", peer)
                 pause = IDLE_POLL_S
@@ -120,7 +120,7 @@ class Deliverer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), pause)
 
-    async def _round(self, peer: str) -> float:
+    async def deliver_round(self, peer: str) -> float:
         """Send what is due to ``peer``; return how long to wait before the next round."""
         # Deadlines first: they pass whether or not the directory or the peer can be used.
         now = self.ctx.clock()

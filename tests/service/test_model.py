@@ -238,7 +238,7 @@ class Network:
     async def deliver_round(self, sender: str, peer: str) -> None:
         self.clock.advance(ROUND_S)
         # The loop's own round (Deliverer._run runs it until stopped), called once.
-        await self.nodes[sender].deliverer._round(peer)
+        await self.nodes[sender].deliverer.deliver_round(peer)
 
     async def close(self) -> None:
         for node in self.nodes.values():
@@ -745,7 +745,7 @@ class DeliveryModel(RuleBasedStateMachine):
             self._close()
 
 
-@pytest.mark.slow  # 200 examples take about 40 s: outside the inner loop, always in CI
+@pytest.mark.slow  # 200 examples take about a minute: outside the inner loop, always in CI
 # A passing run takes about a minute at 200 examples; the margin lets Hypothesis shrink a
 # failure to its smallest example instead of being cut off mid-way.
 @pytest.mark.timeout(300 + 2 * EXAMPLES)
