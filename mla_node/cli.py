@@ -45,7 +45,7 @@ from mla_node.demo import (
     run_scenario,
 )
 from mla_node.errors import ConfigError, MlaError
-from mla_node.identity import REGISTRATION_FILE, check_node_fields, init_node
+from mla_node.identity import REGISTRATION_FILE, check_node_fields, init_node, load_signing_key
 from mla_node.pki import write_public_file
 from mla_node.protocol import forms
 from mla_node.protocol.directory import OAS_STATES, verify_directory
@@ -333,7 +333,14 @@ def token_create(config_path: Path, role: str, name: str | None) -> None:
 async def _create_token(config: NodeConfig, role: str, name: str) -> tuple[str, str]:
     db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
     try:
-        return await create_token(db, role, name, int(time.time() * 1000))
+        return await create_token(
+            db,
+            role,
+            name,
+            int(time.time() * 1000),
+            signer=load_signing_key(config.keys_dir),
+            state=config.node.state,
+        )
     finally:
         await db.close()
 

@@ -125,6 +125,12 @@ class AuditSection(_Section):
         description="How often the node signs a checkpoint (tree head) of its evidence log when "
         "the log grew (seconds); one is also made at start and on demand (docs/audit.md).",
     )
+    auditors_see_content: bool = Field(
+        False,
+        description="Whether the auditor role sees the content of requests (the form) in the "
+        "clerk API and in evidence bundles. Off by default: auditors check what was sent, when "
+        "and to whom, from signatures and digests, without reading the personal data inside.",
+    )
 
 
 class NodeConfig(_Section):

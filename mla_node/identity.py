@@ -355,3 +355,8 @@ def _load_retired(retired_dir: Path) -> dict[str, EncryptionKey]:
         if found != kid:
             raise KeyFileError(f"{path} holds the key {found}, not {kid}", field=str(path))
     return keys
+
+
+def load_signing_key(keys_dir: Path) -> SigningKey:
+    """The node's signing key alone: enough to sign log entries before the node is admitted."""
+    return _load_signing_key(keys_dir / SIGNING_KEY_FILE)

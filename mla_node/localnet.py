@@ -48,7 +48,7 @@ from mla_node.config import (
 )
 from mla_node.config_text import commented_config
 from mla_node.errors import ConfigError
-from mla_node.identity import init_node
+from mla_node.identity import init_node, load_signing_key
 from mla_node.protocol.keys import Suite
 from mla_node.runtime import MIGRATIONS
 from mla_node.service.tokens import create_token
@@ -402,9 +402,15 @@ async def create_tokens(config: NodeConfig, *, now_ms: int) -> dict[str, str]:
     db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
     try:
         tokens: dict[str, str] = {}
+        signer = load_signing_key(config.keys_dir)
         for key, role in TOKEN_ROLES.items():
             _, tokens[key] = await create_token(
-                db, role, f"{role} ({config.node.state}, local network)", now_ms
+                db,
+                role,
+                f"{role} ({config.node.state}, local network)",
+                now_ms,
+                signer=signer,
+                state=config.node.state,
             )
         return tokens
     finally:

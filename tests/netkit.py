@@ -141,7 +141,12 @@ async def running_network(
             tokens = {}
             for role in ("clerk", "approver", "auditor", "admin"):
                 _, tokens[role] = await create_token(
-                    runtime.ctx.db, role, f"{role}-{state}", runtime.ctx.clock()
+                    runtime.ctx.db,
+                    role,
+                    f"{role}-{state}",
+                    runtime.ctx.clock(),
+                    signer=runtime.ctx.identity.signing_key,
+                    state=state,
                 )
             network.nodes[state] = RunningNode(local, runtime, tokens, http)
         yield network

@@ -365,6 +365,12 @@ def _schemas() -> dict[str, Any]:
                 "at": when,
                 "detail": _nullable({"type": "string"}),
                 "receipt_sha256": _nullable(hex_sha),
+                "actor": _nullable(
+                    {
+                        "type": "string",
+                        "description": "Whose action it was, `role:name`; null for the node's own.",
+                    }
+                ),
                 "kid": {"type": "string"},
                 "sha256": hex_sha,
                 "verified": {"const": True},

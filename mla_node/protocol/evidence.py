@@ -17,6 +17,8 @@ from mla_node.protocol.keys import SigningKey
 from mla_node.protocol.signed import open_signed, sign_object
 
 EVIDENCE_VERSION = 1
+MAX_ACTOR = 128
+MAX_DETAIL = 128
 
 
 class Event:
@@ -32,9 +34,18 @@ class Event:
     # an admin sent it again after its deadline passed (detail: the id of the message now
     # carrying it: its own when the original envelope is sent again, else the re-sealed one's)
     RESENT = "resent"
+    # user actions that matter to an auditor (issue 4); ``actor`` names who, "role:name"
+    VIEWED = "viewed"  # a user read a message's content (after the recipient's first retrieval)
+    EXPORTED = "exported"  # a user exported a case's evidence bundle (detail: what was exported)
+    # an admin created an API token; ``mid`` is the token's id and ``case`` is empty, because
+    # the action is about the node, not a case
+    TOKEN_CREATED = "token_created"  # noqa: S105 (an event name, not a secret)
 
 
 EVENTS = frozenset(v for k, v in vars(Event).items() if k.isupper())
+# Events that record what a user did rather than a step of the message's life: the audit log
+# shows them, a request's timeline does not.
+USER_ACTIONS = frozenset({Event.VIEWED, Event.EXPORTED, Event.TOKEN_CREATED})
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ class Evidence:
     at: int
     detail: str | None  # a stable code, or the id of the message that answered
     receipt_digest: bytes | None
+    actor: str | None  # the user whose action this was ("clerk:Ana Silva"); None for the node's own
     kid: str
     digest: bytes
     raw: bytes
@@ -63,6 +75,7 @@ class Evidence:
             "at": self.at,
             "detail": self.detail,
             "receipt_sha256": self.receipt_digest.hex() if self.receipt_digest else None,
+            "actor": self.actor,
             "kid": self.kid,
             "sha256": self.digest.hex(),
         }
@@ -80,6 +93,7 @@ def sign_evidence(
     peer: str | None = None,
     detail: str | None = None,
     receipt_digest: bytes | None = None,
+    actor: str | None = None,
 ) -> bytes:
     if event not in EVENTS:
         raise ValueError(f"unknown evidence event {event!r}")
@@ -98,6 +112,7 @@ def sign_evidence(
             "at": at,
             "detail": detail,
             "receipt": receipt_digest,
+            "actor": actor,
         },
     )
 
@@ -119,8 +134,9 @@ def verify_evidence(data: bytes, directory: Directory, *, node: str) -> Evidence
         envelope_digest=b.blob("envelope", 32) if envelope is not None else None,
         peer=b.opt_text("peer", 2),
         at=b.integer("at"),
-        detail=b.opt_text("detail", 128),
+        detail=b.opt_text("detail", MAX_DETAIL),
         receipt_digest=b.blob("receipt", 32) if receipt is not None else None,
+        actor=b.opt_text("actor", MAX_ACTOR),
         kid=signed.kid,
         digest=signed.digest,
         raw=data,

@@ -217,7 +217,7 @@ async def _send(
         created_by=principal.name,
         now=now,
     )
-    message_id, case, digest = row.id, row.case_id, row.envelope_sha256
+    message_id = row.id
 
     async def store(tx: Transaction) -> tuple[repo.MessageRow, bool]:
         # Checked again inside the single writer: of two clerks acknowledging at once, the
@@ -241,29 +241,13 @@ async def _send(
         else:
             await repo.insert_message(tx, row)
         await repo.enqueue(tx, message_id, to, now, **queue_deadline(ctx, now, created_at=now))
-        await ctx.record_evidence(
-            tx,
-            event=Event.SUBMITTED,
-            message_id=message_id,
-            case_id=case,
-            at=now,
-            envelope_digest=digest,
-            peer=to,
-            detail=principal.name,
-        )
+        await ctx.record_about(tx, Event.SUBMITTED, row, at=now, actor=principal.actor)
         if reply_to is not None and reply_to.direction == "in":
             event = (
                 Event.ACKNOWLEDGED if submission.form_type == "acknowledgement" else Event.ANSWERED
             )
-            await ctx.record_evidence(
-                tx,
-                event=event,
-                message_id=reply_to.id,
-                case_id=case,
-                at=now,
-                envelope_digest=reply_to.envelope_sha256,
-                peer=to,
-                detail=message_id,
+            await ctx.record_about(
+                tx, event, reply_to, at=now, detail=message_id, actor=principal.actor
             )
         return row, True
 

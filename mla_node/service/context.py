@@ -10,13 +10,15 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from mla_node.config import NodeConfig
 from mla_node.errors import MlaError
 from mla_node.identity import NodeIdentity, load_identity
 from mla_node.ids import new_ulid
 from mla_node.protocol.directory import Directory
-from mla_node.protocol.evidence import sign_evidence
+from mla_node.protocol.evidence import MAX_ACTOR, sign_evidence
+from mla_node.protocol.keys import SigningKey
 from mla_node.protocol.merkle import leaf_hash
 from mla_node.service.trust import TrustKeeper
 from mla_node.storage import repo
@@ -39,6 +41,11 @@ class Principal:
     token_id: str
     role: Role
     name: str
+
+    @property
+    def actor(self) -> str:
+        """How evidence records name this user: role and the token holder's name."""
+        return f"{self.role.value}:{self.name}"[:MAX_ACTOR]
 
 
 @dataclass
@@ -107,12 +114,14 @@ class NodeContext:
         peer: str | None = None,
         detail: str | None = None,
         receipt_digest: bytes | None = None,
+        actor: str | None = None,
     ) -> bytes:
         """Sign an evidence record as this node and append it in the caller's transaction.
 
         Appending is the record's entry into the node's transparency log (service/audit_log.py):
         its seq is its place in the Merkle tree, covered by the next checkpoint."""
-        record = sign_evidence(
+        return await append_evidence(
+            tx,
             self.identity.signing_key,
             event=event,
             node=self.state,
@@ -123,19 +132,60 @@ class NodeContext:
             peer=peer,
             detail=detail,
             receipt_digest=receipt_digest,
+            actor=actor,
         )
-        await repo.insert_evidence(
+
+    async def record_about(
+        self,
+        tx: Transaction,
+        event: str,
+        message: repo.MessageRow,
+        *,
+        at: int,
+        detail: str | None = None,
+        actor: str | None = None,
+    ) -> bytes:
+        """``record_evidence`` about a stored message: its ids, envelope and the other party."""
+        return await self.record_evidence(
             tx,
-            message_id=message_id,
-            case_id=case_id,
             event=event,
-            record=record,
-            sha256=_sha256(record),
+            message_id=message.id,
+            case_id=message.case_id,
             at=at,
-            leaf_hash=leaf_hash(record),
+            envelope_digest=message.envelope_sha256,
+            peer=message.peer,
+            detail=detail,
+            actor=actor,
         )
-        return record
 
 
 def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+async def append_evidence(
+    tx: Transaction,
+    key: SigningKey,
+    *,
+    event: str,
+    message_id: str,
+    case_id: str,
+    at: int,
+    **optional: Any,
+) -> bytes:
+    """Sign a record and append it to the log in ``tx``; for callers without a running node
+    (the ``token create`` command) as much as for ``NodeContext.record_evidence``."""
+    record = sign_evidence(
+        key, event=event, message_id=message_id, case_id=case_id, at=at, **optional
+    )
+    await repo.insert_evidence(
+        tx,
+        message_id=message_id,
+        case_id=case_id,
+        event=event,
+        record=record,
+        sha256=_sha256(record),
+        at=at,
+        leaf_hash=leaf_hash(record),
+    )
+    return record

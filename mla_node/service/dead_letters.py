@@ -139,26 +139,10 @@ async def resend(ctx: NodeContext, principal: Principal, message_id: str) -> rep
             await repo.insert_message(tx, replacement)
             deadline = queue_deadline(ctx, now, created_at=now)
             await repo.enqueue(tx, replacement.id, replacement.recipient, now, **deadline)
-            await ctx.record_evidence(
-                tx,
-                event=Event.SUBMITTED,
-                message_id=replacement.id,
-                case_id=replacement.case_id,
-                at=now,
-                envelope_digest=replacement.envelope_sha256,
-                peer=replacement.recipient,
-                detail=principal.name,
-            )
+            await ctx.record_about(tx, Event.SUBMITTED, replacement, at=now, actor=principal.actor)
             carrier = replacement
-        await ctx.record_evidence(
-            tx,
-            event=Event.RESENT,
-            message_id=current.id,
-            case_id=current.case_id,
-            at=now,
-            envelope_digest=current.envelope_sha256,
-            peer=current.recipient,
-            detail=carrier.id,
+        await ctx.record_about(
+            tx, Event.RESENT, current, at=now, detail=carrier.id, actor=principal.actor
         )
         return carrier
 

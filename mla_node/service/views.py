@@ -7,7 +7,7 @@ from typing import Any
 
 from mla_node.errors import MlaError, NotFound
 from mla_node.protocol.directory import Directory
-from mla_node.protocol.evidence import Event, verify_evidence
+from mla_node.protocol.evidence import USER_ACTIONS, Event, verify_evidence
 from mla_node.protocol.receipts import verify_receipt
 from mla_node.service.context import NodeContext, Principal, Role
 from mla_node.storage import repo, retention
@@ -42,6 +42,8 @@ async def get_request(ctx: NodeContext, principal: Principal, message_id: str) -
     message = await repo.get_message(ctx.db, message_id)
     if message is None:
         raise NotFound(f"no request or message {message_id!r}", field="id")
+    purged = message.purged_at is not None
+    shows_content = not purged and may_see_content(ctx, principal)
     if (
         message.direction == "in"
         and principal.role is Role.CLERK
@@ -49,10 +51,11 @@ async def get_request(ctx: NodeContext, principal: Principal, message_id: str) -
     ):
         await _record_retrieved(ctx, message, principal)
         message = await repo.get_message(ctx.db, message_id) or message
+    else:
+        await _record_viewed(ctx, message, principal, "content" if shows_content else "metadata")
     directory = ctx.trust.current
     view = summary(message)
-    purged = message.purged_at is not None
-    view["form"] = None if purged else message.form
+    view["form"] = message.form if shows_content else None
     view["envelope_sha256"] = message.envelope_sha256.hex()
     restriction = message.form.get("stated_purpose") or message.form.get("use_restriction")
     view["use_restriction"] = None if purged else restriction
@@ -63,7 +66,7 @@ async def get_request(ctx: NodeContext, principal: Principal, message_id: str) -
     view["receipt"] = await _receipt_view(ctx, message, directory)
     view["evidence"] = [
         _evidence_view(record, directory, ctx.state)
-        for record in await repo.evidence_for(ctx.db, message.id)
+        for record in await repo.evidence_for(ctx.db, message.id, leave_out=USER_ACTIONS)
     ]
     view["thread"] = [summary(m) for m in await repo.case_messages(ctx.db, message.case_id)]
     return view
@@ -87,6 +90,26 @@ def _hold_view(hold: retention.Hold | None) -> dict[str, Any] | None:
     return {"since": iso(hold.set_at), "by": hold.set_by, "reason": hold.reason}
 
 
+def may_see_content(ctx: NodeContext, principal: Principal) -> bool:
+    """Whether this user may read what a request says (its form), not only that it was sent."""
+    return principal.role is not Role.AUDITOR or ctx.config.audit.auditors_see_content
+
+
+async def _record_viewed(
+    ctx: NodeContext, message: repo.MessageRow, principal: Principal, what: str
+) -> None:
+    """Every look at a request is a user action in the log (issue 4): who, when, and whether
+    the content was shown ("content") or only its metadata and evidence ("metadata")."""
+    now = ctx.clock()
+
+    async def job(tx: Transaction) -> None:
+        await ctx.record_about(
+            tx, Event.VIEWED, message, at=now, detail=what, actor=principal.actor
+        )
+
+    await ctx.db.write(job)
+
+
 async def _record_retrieved(
     ctx: NodeContext, message: repo.MessageRow, principal: Principal
 ) -> None:
@@ -96,16 +119,7 @@ async def _record_retrieved(
         # Checked again in the writer: two clerks opening it at once leave one record.
         if await repo.has_evidence(tx, message.id, Event.RETRIEVED):
             return
-        await ctx.record_evidence(
-            tx,
-            event=Event.RETRIEVED,
-            message_id=message.id,
-            case_id=message.case_id,
-            at=now,
-            envelope_digest=message.envelope_sha256,
-            peer=message.sender,
-            detail=principal.name,
-        )
+        await ctx.record_about(tx, Event.RETRIEVED, message, at=now, actor=principal.actor)
         await repo.set_status(tx, message.id, "retrieved", now)
 
     await ctx.db.write(job)

@@ -366,11 +366,22 @@ async def insert_evidence(
     )
 
 
-async def evidence_for(db: Reader, message_id: str) -> list[bytes]:
+async def evidence_for(
+    db: Reader, message_id: str, *, leave_out: frozenset[str] = frozenset()
+) -> list[bytes]:
+    """The message's evidence records in log order, without the events in ``leave_out``."""
     rows = await db.fetchall(
-        "SELECT record FROM evidence WHERE message_id = ? ORDER BY seq", (message_id,)
+        "SELECT event, record FROM evidence WHERE message_id = ? ORDER BY seq", (message_id,)
     )
-    return [r[0] for r in rows]
+    return [r[1] for r in rows if r[0] not in leave_out]
+
+
+async def case_evidence(db: Reader, case_id: str) -> list[tuple[int, bytes]]:
+    """(seq, record) of every evidence record about the case, in log order."""
+    rows = await db.fetchall(
+        "SELECT seq, record FROM evidence WHERE case_id = ? ORDER BY seq", (case_id,)
+    )
+    return [(r[0], r[1]) for r in rows]
 
 
 async def has_evidence(db: Reader, message_id: str, event: str) -> bool:

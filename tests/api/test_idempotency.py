@@ -90,7 +90,14 @@ async def test_concurrent_different_bodies_with_one_key_create_one_request(ar: A
 
 
 async def test_keys_are_per_token(ar: Api) -> None:
-    _, secret = await create_token(ar.node.runtime.ctx.db, "clerk", "second clerk", 0)
+    _, secret = await create_token(
+        ar.node.runtime.ctx.db,
+        "clerk",
+        "second clerk",
+        0,
+        signer=ar.node.runtime.ctx.identity.signing_key,
+        state="AR",
+    )
     ar.node.tokens["clerk2"] = secret
     key = str(uuid.uuid4())
     mine = await post(ar, body(), key)

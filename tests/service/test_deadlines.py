@@ -17,7 +17,7 @@ import pytest
 
 from mla_node.errors import EnvelopeMalformed, InvalidStateForAction
 from mla_node.protocol import forms
-from mla_node.protocol.evidence import Event, verify_evidence
+from mla_node.protocol.evidence import USER_ACTIONS, Event, verify_evidence
 from mla_node.protocol.receipts import DELIVERED, REJECTED, verify_receipt
 from mla_node.service import cases, dead_letters, inbound, views
 from mla_node.service.context import Principal, Role
@@ -61,9 +61,10 @@ async def settle(node: Node, peer: str, ids: list[str], status: str) -> None:
 async def events(node: Node, message_id: str) -> list[tuple[str, str | None]]:
     directory = node.ctx.directory()
     out = []
-    for record in await repo.evidence_for(node.ctx.db, message_id):
+    for record in await repo.evidence_for(node.ctx.db, message_id, leave_out=USER_ACTIONS):
         evidence = verify_evidence(record, directory, node=node.ctx.state)
-        out.append((evidence.event, evidence.detail))
+        # who acted (the actor) for a user's step, else the node's detail code
+        out.append((evidence.event, evidence.detail or evidence.actor))
     return out
 
 
@@ -93,7 +94,7 @@ async def test_past_the_deadline_a_message_is_undeliverable_with_signed_evidence
         assert _count(caplog, "ALERT undeliverable") == 3
         for message_id in ids:
             assert await events(ar, message_id) == [
-                (Event.SUBMITTED, "clerk"),
+                (Event.SUBMITTED, "clerk:clerk"),
                 (Event.NOT_DELIVERED, dead_letters.DEADLINE_PASSED),
             ]
         peer = (await views.peers(ar.ctx))["peers"][0]
@@ -199,7 +200,10 @@ async def test_an_aged_message_is_resealed_and_the_link_is_visible_on_both_nodes
         assert (sent["status"], sent["replaced_by"]) == ("undeliverable", carrier.id)
         assert [m["id"] for m in sent["thread"]] == [original, carrier.id]
         assert (await events(ar, original))[-1] == (Event.RESENT, carrier.id)
-        assert await events(ar, carrier.id) == [(Event.SUBMITTED, "admin"), (Event.DELIVERED, None)]
+        assert await events(ar, carrier.id) == [
+            (Event.SUBMITTED, "admin:admin"),
+            (Event.DELIVERED, None),
+        ]
         with pytest.raises(InvalidStateForAction, match=carrier.id):
             await dead_letters.resend(ar.ctx, ADMIN, original)
         peer = (await views.peers(ar.ctx))["peers"][0]
