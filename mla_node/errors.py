@@ -303,6 +303,11 @@ class LogProofInvalid(TrustError):
     title = "A Merkle inclusion or consistency proof of an evidence log does not verify"
 
 
+class BundleInvalid(TrustError):
+    code = "bundle_invalid"
+    title = "An evidence bundle does not verify"
+
+
 # --- the network or the peer is unavailable right now ----------------------------------------
 
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mla_node.errors import StorageError
+from mla_node.protocol.merkle import leaf_hash
 from mla_node.storage.db import Database, Transaction
 
 
@@ -376,12 +378,12 @@ async def evidence_for(
     return [r[1] for r in rows if r[0] not in leave_out]
 
 
-async def case_evidence(db: Reader, case_id: str) -> list[tuple[int, bytes]]:
-    """(seq, record) of every evidence record about the case, in log order."""
+async def case_evidence(db: Reader, case_id: str) -> list[tuple[int, str, bytes]]:
+    """(seq, message id, record) of every evidence record about the case, in log order."""
     rows = await db.fetchall(
-        "SELECT seq, record FROM evidence WHERE case_id = ? ORDER BY seq", (case_id,)
+        "SELECT seq, message_id, record FROM evidence WHERE case_id = ? ORDER BY seq", (case_id,)
     )
-    return [(r[0], r[1]) for r in rows]
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 async def has_evidence(db: Reader, message_id: str, event: str) -> bool:
@@ -408,6 +410,20 @@ async def log_leaves(db: Reader) -> list[LogLeaf]:
         "ORDER BY seq"
     )
     return [LogLeaf(r[0], r[1], r[2]) for r in rows]
+
+
+async def log_leaf_hashes(db: Reader) -> list[bytes]:
+    """The leaf hash of every record of the log, in order, from one read."""
+    hashes: list[bytes] = []
+    for i, leaf in enumerate(await log_leaves(db)):
+        if leaf.seq != i + 1:  # evidence is append-only: a gap means a row was removed
+            raise StorageError(f"the evidence log has no record with seq {i + 1}")
+        if leaf.leaf_hash is not None:
+            hashes.append(leaf.leaf_hash)
+        else:
+            assert leaf.record is not None
+            hashes.append(leaf_hash(leaf.record))
+    return hashes
 
 
 @dataclass(frozen=True)
