@@ -12,7 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
+from mla_node.api.audit_routes import AUDIT_POLICY, add_audit_routes
 from mla_node.api.openapi import openapi_document
+from mla_node.api.request_context import CTX, PRINCIPAL, message_id_of, principal_of
 from mla_node.errors import (
     Forbidden,
     InvalidParameter,
@@ -23,15 +25,13 @@ from mla_node.errors import (
 from mla_node.ids import is_ulid
 from mla_node.protocol import forms
 from mla_node.service import cases, dead_letters, retention, views
-from mla_node.service.context import NodeContext, Principal, Role
+from mla_node.service.context import NodeContext, Role
 from mla_node.service.tokens import authenticate
 from mla_node.storage import repo
 from mla_node.transport.problems import problem_middleware
 
-CTX = web.AppKey("ctx", NodeContext)
 ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
 READY: web.AppKey[ReadinessCheck] = web.AppKey("ready")
-PRINCIPAL = web.RequestKey("principal", Principal)
 
 ANYONE = frozenset(Role)
 PUBLIC: frozenset[Role] = frozenset()
@@ -49,6 +49,7 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
+    **AUDIT_POLICY,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -82,9 +83,11 @@ async def shutdown_middleware(request: web.Request, handler: Handler) -> web.Str
     return await handler(request)
 
 
-def _principal(request: web.Request) -> Principal:
-    principal: Principal = request[PRINCIPAL]
-    return principal
+def _json_number(text: str) -> float | int:
+    # JSON (and the document's JSON Schema) has one number type: 60.0 and 6e1 are the integer 60,
+    # which the strict form models would refuse as a float. Beyond 2**53 a float is not exact.
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) <= 2**53 else value
 
 
 async def _json_body(request: web.Request, *, optional: bool = False) -> Any:
@@ -96,18 +99,11 @@ async def _json_body(request: web.Request, *, optional: bool = False) -> Any:
         raise UnsupportedMediaType("send the body as application/json")
     raw = await request.read()
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_float=_json_number)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from None
     except RecursionError:  # "[[[[...": json.loads gives up past ~1000 levels
         raise MalformedBody("the body's JSON is nested too deeply") from None
-
-
-def _message_id(request: web.Request) -> str:
-    message_id = request.match_info["id"]
-    if not is_ulid(message_id):
-        raise InvalidParameter("the id must be a 26-character message id", field="id")
-    return message_id
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -132,7 +128,7 @@ def _created(message: repo.MessageRow, created: bool) -> web.Response:
 async def post_request(request: web.Request) -> web.Response:
     message, created = await cases.submit(
         request.app[CTX],
-        _principal(request),
+        principal_of(request),
         await _json_body(request),
         _idempotency_key(request),
     )
@@ -140,7 +136,7 @@ async def post_request(request: web.Request) -> web.Response:
 
 
 async def get_request(request: web.Request) -> web.Response:
-    view = await views.get_request(request.app[CTX], _principal(request), _message_id(request))
+    view = await views.get_request(request.app[CTX], principal_of(request), message_id_of(request))
     return web.json_response(view)
 
 
@@ -190,8 +186,8 @@ async def list_requests(request: web.Request) -> web.Response:
 async def post_reply(request: web.Request) -> web.Response:
     message, created = await cases.reply(
         request.app[CTX],
-        _principal(request),
-        _message_id(request),
+        principal_of(request),
+        message_id_of(request),
         await _json_body(request),
         _idempotency_key(request),
     )
@@ -201,15 +197,17 @@ async def post_reply(request: web.Request) -> web.Response:
 async def post_acknowledge(request: web.Request) -> web.Response:
     message, created = await cases.acknowledge(
         request.app[CTX],
-        _principal(request),
-        _message_id(request),
+        principal_of(request),
+        message_id_of(request),
         await _json_body(request, optional=True),
     )
     return _created(message, created)
 
 
 async def post_resend(request: web.Request) -> web.Response:
-    message = await dead_letters.resend(request.app[CTX], _principal(request), _message_id(request))
+    message = await dead_letters.resend(
+        request.app[CTX], principal_of(request), message_id_of(request)
+    )
     return web.json_response(
         views.summary(message), headers={"Location": f"/api/v1/requests/{message.id}"}
     )
@@ -218,15 +216,17 @@ async def post_resend(request: web.Request) -> web.Response:
 async def post_hold(request: web.Request) -> web.Response:
     view = await retention.set_hold(
         request.app[CTX],
-        _principal(request),
-        _message_id(request),
+        principal_of(request),
+        message_id_of(request),
         await _json_body(request, optional=True),
     )
     return web.json_response(view)
 
 
 async def delete_hold(request: web.Request) -> web.Response:
-    view = await retention.release_hold(request.app[CTX], _principal(request), _message_id(request))
+    view = await retention.release_hold(
+        request.app[CTX], principal_of(request), message_id_of(request)
+    )
     return web.json_response(view)
 
 
@@ -269,4 +269,5 @@ def make_clerk_app(
     r.add_get("/openapi.json", get_openapi)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
+    add_audit_routes(r)
     return app

@@ -855,6 +855,9 @@ def _parameters() -> dict[str, Any]:
 
 @functools.cache
 def _build() -> dict[str, Any]:
+    # Imported here: the audit part builds on this module's helpers.
+    from mla_node.api.openapi_audit import audit_paths, audit_schemas
+
     responses: dict[str, Any] = {
         name: _error_response(status) for status, (name, _) in _ERROR_RESPONSES.items()
     }
@@ -892,10 +895,11 @@ def _build() -> dict[str, Any]:
             {"name": "requests", "description": "Requests, follow-ups and acknowledgements."},
             {"name": "retention", "description": "Legal holds on case threads."},
             {"name": "peers", "description": "The other states' nodes."},
+            {"name": "audit", "description": "The node's transparency log, read-only."},
             {"name": "meta", "description": "Health and this document."},
         ],
         "security": [{"bearerAuth": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **audit_paths()},
         "components": {
             "securitySchemes": {
                 "bearerAuth": {
@@ -909,7 +913,7 @@ def _build() -> dict[str, Any]:
             "parameters": _parameters(),
             "responses": responses,
             "examples": _example_components(),
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **audit_schemas()},
         },
     }
 

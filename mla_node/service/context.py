@@ -61,6 +61,8 @@ class NodeContext:
     wake_sender: Callable[[str], None] = lambda peer: None
     # Set on SIGTERM: the clerk API refuses writes (503 shutting_down) while the node winds down.
     stopping: bool = False
+    # (actor, message id, what was shown) -> when that view was last recorded (service/views.py)
+    recent_views: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.trust.on_change.append(self.refresh_identity)

@@ -14,6 +14,8 @@ from mla_node.storage import repo, retention
 from mla_node.storage.db import Transaction
 
 MAX_PAGE = 200
+VIEW_RECORD_WINDOW_MS = 10 * 60 * 1000
+MAX_RECENT_VIEWS = 10_000
 
 
 def iso(ms: int | None) -> str | None:
@@ -65,7 +67,7 @@ async def get_request(ctx: NodeContext, principal: Principal, message_id: str) -
     view["legal_hold"] = _hold_view(await retention.get_hold(ctx.db, message.case_id))
     view["receipt"] = await _receipt_view(ctx, message, directory)
     view["evidence"] = [
-        _evidence_view(record, directory, ctx.state)
+        evidence_view(record, directory, ctx.state)
         for record in await repo.evidence_for(ctx.db, message.id, leave_out=USER_ACTIONS)
     ]
     view["thread"] = [summary(m) for m in await repo.case_messages(ctx.db, message.case_id)]
@@ -99,8 +101,17 @@ async def _record_viewed(
     ctx: NodeContext, message: repo.MessageRow, principal: Principal, what: str
 ) -> None:
     """Every look at a request is a user action in the log (issue 4): who, when, and whether
-    the content was shown ("content") or only its metadata and evidence ("metadata")."""
+    the content was shown ("content") or only its metadata and evidence ("metadata").
+
+    Looks by the same user at the same message within ``VIEW_RECORD_WINDOW_MS`` make one record:
+    a client polling a request's status would otherwise fill the log with identical entries."""
     now = ctx.clock()
+    key = (principal.actor, message.id, what)
+    if now - ctx.recent_views.get(key, -VIEW_RECORD_WINDOW_MS) < VIEW_RECORD_WINDOW_MS:
+        return
+    if len(ctx.recent_views) >= MAX_RECENT_VIEWS:
+        ctx.recent_views.clear()  # at worst one more record per user and message
+    ctx.recent_views[key] = now
 
     async def job(tx: Transaction) -> None:
         await ctx.record_about(
@@ -154,7 +165,7 @@ async def _receipt_view(
     return view
 
 
-def _evidence_view(record: bytes, directory: Directory | None, me: str) -> dict[str, Any]:
+def evidence_view(record: bytes, directory: Directory | None, me: str) -> dict[str, Any]:
     if directory is None:
         return {"verified": False, "verification_error": "no_directory"}
     try:

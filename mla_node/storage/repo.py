@@ -412,6 +412,19 @@ async def log_leaves(db: Reader) -> list[LogLeaf]:
     return [LogLeaf(r[0], r[1], r[2]) for r in rows]
 
 
+async def log_records(db: Reader, *, after: int, limit: int) -> list[tuple[int, bytes]]:
+    """(seq, record) of up to ``limit`` records with seq > ``after``, in log order."""
+    rows = await db.fetchall(
+        "SELECT seq, record FROM evidence WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def list_checkpoints(db: Reader) -> list[CheckpointRow]:
+    rows = await db.fetchall("SELECT size, root, checkpoint, at FROM checkpoints ORDER BY size")
+    return [CheckpointRow(*tuple(r)) for r in rows]
+
+
 async def log_leaf_hashes(db: Reader) -> list[bytes]:
     """The leaf hash of every record of the log, in order, from one read."""
     hashes: list[bytes] = []

@@ -32,11 +32,22 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
     ("POST", "/api/v1/requests/{id}/hold"):         (403,  403,     403,    200,   401,  401),
     ("DELETE", "/api/v1/requests/{id}/hold"):       (403,  403,     403,    200,   401,  401),
     ("GET",  "/api/v1/peers"):                      (200,  200,     200,    200,   401,  401),
+    ("GET",  "/api/v1/audit/checkpoints"):          (403,  403,     200,    200,   401,  401),
+    ("POST", "/api/v1/audit/checkpoints"):          (403,  403,     200,    200,   401,  401),
+    ("GET",  "/api/v1/audit/log"):                  (403,  403,     200,    200,   401,  401),
+    ("GET",  "/api/v1/audit/proofs/inclusion"):     (403,  403,     200,    200,   401,  401),
+    ("GET",  "/api/v1/audit/proofs/consistency"):   (403,  403,     200,    200,   401,  401),
+    ("GET",  "/api/v1/audit/bundles/{id}"):         (200,  403,     200,    200,   401,  401),
     ("GET",  "/openapi.json"):                      (200,  200,     200,    200,   200,  200),
     ("GET",  "/healthz"):                           (200,  200,     200,    200,   200,  200),
     ("GET",  "/readyz"):                            (200,  200,     200,    200,   200,  200),
 }
 # fmt: on
+
+QUERIES: dict[tuple[str, str], str] = {
+    ("GET", "/api/v1/audit/proofs/inclusion"): "?seq=1",
+    ("GET", "/api/v1/audit/proofs/consistency"): "?from=1&to=1",
+}
 
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/requests"): {
@@ -67,7 +78,7 @@ async def test_role_matrix(
     br: Api, received: str, method: str, template: str, role: str | None
 ) -> None:
     expected = MATRIX[(method, template)][ROLES.index(role)]
-    path = template.replace("{id}", received)
+    path = template.replace("{id}", received) + QUERIES.get((method, template), "")
     reply = await br(method, path, role=role, json_body=BODIES.get((method, template)))
     assert reply.status == expected, reply.body
     if expected == 401:
