@@ -14,6 +14,8 @@ from mla_node.cli_common import EXIT_CHECK_FAILED, FILE_OPTION, iso_ms, read_fil
 from mla_node.errors import BundleInvalid, ClientError
 from mla_node.protocol.bundle import verify_bundle
 from mla_node.protocol.directory import TrustRoot, verify_directory
+from mla_node.protocol.evidence import Evidence, verify_evidence
+from mla_node.protocol.reconcile import reconcile
 from mla_node.service.bundles import build_bundle
 from mla_node.storage.readonly import ReadOnlyDatabase
 
@@ -156,3 +158,56 @@ def audit_verify_bundle(files: tuple[Path, ...], trust_path: Path) -> None:
             click.echo(f"  {line}")
     if failed:
         sys.exit(EXIT_CHECK_FAILED)
+
+
+@audit_group.command("reconcile")
+@click.argument("log_a", metavar="A", type=FILE_OPTION)
+@click.argument("log_b", metavar="B", type=FILE_OPTION)
+@click.option("--trust", "trust_path", type=FILE_OPTION, required=True, help="trust-root.json.")
+@click.option(
+    "--directory", "directory_path", type=FILE_OPTION, required=True, help="directory.bin."
+)
+def audit_reconcile(log_a: Path, log_b: Path, trust_path: Path, directory_path: Path) -> None:
+    """Reconcile two nodes' logs (each a database or an `audit export` file): every envelope
+    one sent and got a receipt for is recorded by the other as delivered with that receipt, and
+    everything one recorded receiving, the other recorded sending.
+
+    Both logs are verified first. Exits 1 listing every mismatch.
+    """
+    trust = TrustRoot.from_json(read_file(trust_path))
+    directory = verify_directory(read_file(directory_path), trust, now=0)
+    nodes: list[tuple[str, list[Evidence]]] = []
+    for path in (log_a, log_b):
+        log = _read_log(path)
+        report = auditor.verify(log, directory)
+        if report.first_bad is not None:
+            click.echo(
+                f"FAILED: {path}: the log itself does not verify: {report.first_bad}", err=True
+            )
+            sys.exit(EXIT_CHECK_FAILED)
+        records = [e.record for e in log.entries if e.record is not None]
+        nodes.append(
+            (report.node, [verify_evidence(r, directory, node=report.node) for r in records])
+        )
+    (a, a_log), (b, b_log) = nodes
+    if a == b:
+        raise ClientError(f"both logs are {a}'s; give the logs of two nodes")
+    result = reconcile(a, a_log, b, b_log)
+    click.echo(f"Reconciled the logs of {a} and {b} (both verified):")
+    click.echo(f"  delivered, both logs agree      {result.matched}")
+    click.echo(f"  still in flight                 {result.in_flight}")
+    click.echo(f"  refused or given up             {result.refused}")
+    click.echo(f"  mismatches                      {len(result.mismatches)}")
+    for mismatch in result.mismatches:
+        click.echo(f"MISMATCH: {mismatch}", err=True)
+    if not result.ok:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def _read_log(path: Path) -> auditor.NodeLog:
+    """A database or an export, told apart by the SQLite file header."""
+    if not path.is_file():
+        raise ClientError(f"no log at {path}: give a node database or an `audit export` file")
+    with path.open("rb") as f:
+        is_database = f.read(16) == b"SQLite format 3\x00"
+    return auditor.read_database(path) if is_database else auditor.read_export(path)
