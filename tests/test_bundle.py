@@ -105,9 +105,11 @@ def test_the_bundle_of_a_whole_case_verifies_with_the_trust_root_alone(
     viewed = next(e for _, e in report.evidence if e.event == "viewed")
     assert viewed.actor == "auditor:Ana Auditor" and viewed.detail == "metadata"
     account = "\n".join(report.account())
-    assert f"AR sent case message {case.request_id} to BR" in account
+    assert f"AR sent message {case.request_id} to BR (case;" in account
     assert f"BR signed a receipt for {case.request_id}: delivered" in account
-    assert f"AR recorded acknowledged ({report.messages[1].header.message_id})" in account
+    ack = report.messages[1].header.message_id
+    assert f"{case.request_id} acknowledged by message {ack}" in account
+    assert f"{case.request_id} looked at (metadata) by auditor:Ana Auditor" in account
 
 
 def test_the_other_node_writes_the_same_case_from_its_side(case: Case) -> None:

@@ -81,13 +81,14 @@ class BundleReport:
         """A readable account, in time order: who sent what to whom, when it was delivered, and
         every step the node recorded."""
         lines: list[tuple[int, str]] = []
+        by_id = {m.header.message_id: m.header for m in self.messages}
         for m in self.messages:
             h = m.header
             lines.append(
                 (
                     h.created_at,
-                    f"{h.sender} sent {h.type} message {h.message_id} to {h.recipient} "
-                    f"(envelope sha256 {m.digest.hex()[:16]}…, signed with {h.sender_kid})",
+                    f"{h.sender} sent message {h.message_id} to {h.recipient} ({h.type}; "
+                    f"envelope sha256 {m.digest.hex()[:16]}…, signed with key {h.sender_kid})",
                 )
             )
             if m.receipt is not None:
@@ -97,13 +98,37 @@ class BundleReport:
                     (r.at, f"{r.recipient} signed a receipt for {r.message_id}: {outcome}")
                 )
         for seq, e in self.evidence:
-            who = f" by {e.actor}" if e.actor else ""
-            detail = f" ({e.detail})" if e.detail else ""
-            lines.append(
-                (e.at, f"{e.node} recorded {e.event}{detail} of {e.message_id}{who} [log #{seq}]")
-            )
+            header = by_id.get(e.message_id)
+            lines.append((e.at, f"{e.node}'s log #{seq}: {_describe(e, header)}"))
         lines.sort(key=lambda item: item[0])
         return [f"{_iso(at)}  {text}" for at, text in lines]
+
+
+def _describe(e: Evidence, header: Header | None) -> str:
+    """One log record in words, from the point of view of the node that signed it."""
+    mid, by = e.message_id, f" by {e.actor}" if e.actor else ""
+    outbound = header is not None and header.sender == e.node
+    if e.event == Event.SUBMITTED:
+        return f"{mid} accepted for sending to {e.peer}{by}"
+    if e.event == Event.DELIVERED:
+        if outbound:
+            return f"{mid} delivered: {e.peer}'s receipt recorded"
+        return f"{mid} from {e.peer} stored, receipt issued"
+    if e.event == Event.NOT_DELIVERED:
+        return f"{mid} not delivered ({e.detail})"
+    if e.event in (Event.ACKNOWLEDGED, Event.ANSWERED):
+        verb = "acknowledged" if e.event == Event.ACKNOWLEDGED else "answered"
+        return f"{mid} {verb} by message {e.detail}{by}"
+    if e.event == Event.RETRIEVED:
+        return f"{mid} opened for the first time{by}"
+    if e.event == Event.VIEWED:
+        return f"{mid} looked at ({e.detail}){by}"
+    if e.event == Event.EXPORTED:
+        return f"the case's evidence {e.detail} exported{by}"
+    if e.event == Event.RESENT:
+        return f"{mid} sent again as {e.detail}{by}"
+    detail = f" ({e.detail})" if e.detail else ""
+    return f"{mid}: {e.event}{detail}{by}"
 
 
 def encode_bundle(
