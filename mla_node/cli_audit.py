@@ -11,13 +11,14 @@ import click
 
 from mla_node import auditor
 from mla_node.cli_common import EXIT_CHECK_FAILED, FILE_OPTION, iso_ms, read_file
-from mla_node.errors import BundleInvalid, ClientError
+from mla_node.errors import BundleInvalid, CheckpointInvalid, ClientError, LogProofInvalid
 from mla_node.protocol.bundle import verify_bundle
 from mla_node.protocol.directory import TrustRoot, verify_directory
 from mla_node.protocol.evidence import Evidence, verify_evidence
 from mla_node.protocol.reconcile import reconcile
 from mla_node.service.bundles import build_bundle
 from mla_node.storage.readonly import ReadOnlyDatabase
+from mla_node.witness_file import check_split_view_file, summary_lines
 
 
 @click.group("audit")
@@ -211,3 +212,25 @@ def _read_log(path: Path) -> auditor.NodeLog:
     with path.open("rb") as f:
         is_database = f.read(16) == b"SQLite format 3\x00"
     return auditor.read_database(path) if is_database else auditor.read_export(path)
+
+
+@audit_group.command("verify-split-view")
+@click.argument("file", type=FILE_OPTION)
+@click.option("--trust", "trust_path", type=FILE_OPTION, required=True, help="trust-root.json.")
+@click.option(
+    "--directory", "directory_path", type=FILE_OPTION, required=True, help="directory.bin."
+)
+def audit_verify_split_view(file: Path, trust_path: Path, directory_path: Path) -> None:
+    """Check a split-view evidence file a node wrote when a peer showed it two histories of its
+    log: both checkpoints signed by that peer, and no consistency between them.
+
+    Exits 0 when the file proves a split view, 1 when it does not (naming why)."""
+    trust = TrustRoot.from_json(read_file(trust_path))
+    directory = verify_directory(read_file(directory_path), trust, now=0)
+    try:
+        view = check_split_view_file(file, directory)
+    except (CheckpointInvalid, LogProofInvalid) as exc:
+        click.echo(f"FAILED: {file}: [{exc.code}] {exc.detail}", err=True)
+        sys.exit(EXIT_CHECK_FAILED)
+    for line in summary_lines(view):
+        click.echo(line)

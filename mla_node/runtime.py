@@ -27,6 +27,7 @@ from mla_node.errors import ConfigError, MlaError
 from mla_node.identity import load_identity
 from mla_node.protocol.directory import TrustRoot
 from mla_node.protocol.envelope import MAX_ENVELOPE
+from mla_node.protocol.witness import ConsistencyProof
 from mla_node.service import audit_log, inbound
 from mla_node.service.context import NodeContext
 from mla_node.service.delivery import Deliverer
@@ -130,7 +131,10 @@ class NodeRuntime:
         async def receive(data: bytes, cert: bytes | None) -> bytes:
             return await inbound.receive(self.ctx, data, cert)
 
-        peer_app = make_peer_app(receive, MAX_ENVELOPE)
+        async def log_proof(witnessed_size: int) -> ConsistencyProof | None:
+            return await inbound.log_proof(self.ctx, witnessed_size)
+
+        peer_app = make_peer_app(receive, MAX_ENVELOPE, log_proof=log_proof)
         clerk_app = make_clerk_app(self.ctx, self.readiness, self.config.clerk_api.max_body_bytes)
         cfg = self.config
         self.peer_url = await self._site(

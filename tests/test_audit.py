@@ -27,7 +27,7 @@ from mla_node.protocol.directory import Directory, TrustRoot, verify_directory
 from mla_node.protocol.evidence import Event, sign_evidence
 from mla_node.protocol.keys import SigningKey
 from mla_node.service import audit_log
-from tests.service.memnet import Node, memory_network, outbox_empty, submit
+from tests.service.memnet import memory_network, settle, submit
 
 TAMPERINGS = int(os.environ.get("MLA_TAMPERINGS", "1000"))
 
@@ -40,20 +40,13 @@ class NodeFiles:
     key: SigningKey
 
 
-async def _settle(nodes: dict[str, Node]) -> None:
-    deadline = time.monotonic() + 30
-    while not all([await outbox_empty(n) for n in nodes.values()]):
-        assert time.monotonic() < deadline, "traffic did not settle"
-        await asyncio.sleep(0.02)
-
-
 async def _traffic(folder: Path) -> NodeFiles:
     async with memory_network(folder) as (nodes, _):
         ar, br = nodes["AR"], nodes["BR"]
         for _ in range(3):  # three rounds, a checkpoint after each: heads at three sizes
             await submit(ar, "BR", 4)
             await submit(br, "AR", 3)
-            await _settle(nodes)
+            await settle(nodes)
             await audit_log.checkpoint(ar.ctx)
         config = ar.ctx.config
         return NodeFiles(
@@ -153,7 +146,7 @@ async def test_the_node_refuses_to_sign_over_a_rewritten_history(tmp_path: Path)
     async with memory_network(tmp_path) as (nodes, _):
         ar = nodes["AR"]
         await submit(ar, "BR", 2)
-        await _settle(nodes)
+        await settle(nodes)
         first = await audit_log.checkpoint(ar.ctx)
         assert await audit_log.checkpoint(ar.ctx) == first  # the log did not grow: same head
         head = verify_checkpoint(first, ar.ctx.directory(), node="AR")
@@ -163,7 +156,7 @@ async def test_the_node_refuses_to_sign_over_a_rewritten_history(tmp_path: Path)
         with sqlite3.connect(ar.ctx.config.database_path) as conn:
             conn.execute("UPDATE evidence SET leaf_hash = ? WHERE seq = 1", (b"\x00" * 32,))
         await submit(ar, "BR", 1)
-        await _settle(nodes)
+        await settle(nodes)
         with pytest.raises(LogProofInvalid):
             await audit_log.checkpoint(ar.ctx)
 

@@ -9,7 +9,6 @@ import asyncio
 import os
 import random
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from mla_node.service import audit_log, cases, views
 from mla_node.service.bundles import build_bundle
 from mla_node.service.context import Principal, Role
 from mla_node.storage.readonly import ReadOnlyDatabase
-from tests.service.memnet import CLERK, Node, memory_network, outbox_empty
+from tests.service.memnet import CLERK, Node, memory_network, settle
 
 # MLA_FULL flips every byte of the bundle; by default a spread sample of positions.
 FLIPS = None if os.environ.get("MLA_FULL") else int(os.environ.get("MLA_BUNDLE_FLIPS", "1500"))
@@ -41,13 +40,6 @@ class Case:
     trust: TrustRoot
 
 
-async def _settle(nodes: dict[str, Node]) -> None:
-    deadline = time.monotonic() + 30
-    while not all([await outbox_empty(n) for n in nodes.values()]):
-        assert time.monotonic() < deadline, "traffic did not settle"
-        await asyncio.sleep(0.02)
-
-
 async def _follow_up(node: Node, message_id: str, form_type: str) -> str:
     payload = {"type": form_type, "form": forms.example(form_type)}
     row, _ = await cases.reply(node.ctx, CLERK, message_id, payload, None)
@@ -59,15 +51,15 @@ async def _case(folder: Path) -> Case:
         ar, br = nodes["AR"], nodes["BR"]
         payload = {"type": "mla_request", "to": "BR", "form": forms.example("mla_request")}
         request, _ = await cases.submit(ar.ctx, CLERK, payload, None)
-        await _settle(nodes)
+        await settle(nodes)
         await views.get_request(br.ctx, CLERK, request.id)  # retrieved
         await cases.acknowledge(br.ctx, CLERK, request.id, {})
         asked = await _follow_up(br, request.id, "additional_info_request")
-        await _settle(nodes)
+        await settle(nodes)
         await _follow_up(ar, asked, "supplement")
-        await _settle(nodes)
+        await settle(nodes)
         await _follow_up(br, request.id, "execution_result")
-        await _settle(nodes)
+        await settle(nodes)
         await views.get_request(ar.ctx, AUDITOR, request.id)  # a user action in the log
         for node in (ar, br):
             await audit_log.checkpoint(node.ctx)

@@ -3,14 +3,22 @@
 A receipt is signed over the envelope's SHA-256 digest, the message id, both parties, the time and
 a status (``delivered``, or ``rejected`` with a stable error code). A ``delivered`` receipt is only
 ever signed for an envelope already committed to the receiver's database.
+
+A receipt may also carry ``head``: the receiver's newest signed checkpoint (its evidence log's
+tree head) at signing time, nested as its exact bytes. The sender keeps the heads its peers show
+it and checks each new one against the last (protocol/witness.py), so a node that shows two
+histories is caught; and the receipt a court sees pins the receiver's log as it stood.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from mla_node.errors import ReceiptError
+from mla_node.errors import CheckpointInvalid, ReceiptError
 from mla_node.protocol import codec
+from mla_node.protocol.checkpoint import MAX_CHECKPOINT, Checkpoint, verify_checkpoint
 from mla_node.protocol.directory import Directory
 from mla_node.protocol.keys import SigningKey
 from mla_node.protocol.signed import open_signed, sign_object
@@ -33,6 +41,7 @@ class Receipt:
     kid: str
     digest: bytes
     raw: bytes
+    head: Checkpoint | None = None  # the recipient's log head, verified as the recipient's
 
 
 def sign_receipt(
@@ -45,24 +54,26 @@ def sign_receipt(
     status: str,
     code: str | None,
     at: int,
+    head: bytes | None = None,
 ) -> bytes:
+    """``head``: the recipient's newest signed checkpoint; left out of the body when None, so a
+    receipt without one is byte for byte what it was before heads existed."""
     if status not in RECEIPT_STATUSES:
         raise ValueError(f"unknown receipt status {status!r}")
-    return sign_object(
-        codec.DOMAIN_RECEIPT,
-        key,
-        {
-            "v": RECEIPT_VERSION,
-            "kind": "receipt",
-            "mid": message_id,
-            "from": sender,
-            "to": recipient,
-            "envelope": envelope_digest,
-            "status": status,
-            "code": code,
-            "at": at,
-        },
-    )
+    body: dict[str, Any] = {
+        "v": RECEIPT_VERSION,
+        "kind": "receipt",
+        "mid": message_id,
+        "from": sender,
+        "to": recipient,
+        "envelope": envelope_digest,
+        "status": status,
+        "code": code,
+        "at": at,
+    }
+    if head is not None:
+        body["head"] = head
+    return sign_object(codec.DOMAIN_RECEIPT, key, body)
 
 
 def verify_receipt(
@@ -76,7 +87,9 @@ def verify_receipt(
     """Verify a receipt against the directory, at the time it says it was signed.
 
     The key must be the recipient's and valid (and not yet revoked) at that time, so receipts
-    stay verifiable after their key is rotated out.
+    stay verifiable after their key is rotated out. A ``head`` must be a checkpoint the recipient
+    signed (with a key valid at the checkpoint's own time); one that does not verify makes the
+    whole receipt invalid, since the recipient signed it.
     """
     signer_state: list[str] = []
 
@@ -118,4 +131,13 @@ def verify_receipt(
     ):
         if expected is not None and expected != actual:
             raise ReceiptError(f"receipt is for another {name}", field=f"receipt.{name}")
-    return receipt
+    head = b.raw().get("head")
+    if head is None:
+        return receipt
+    if not isinstance(head, bytes) or len(head) > MAX_CHECKPOINT:
+        raise ReceiptError("receipt.head must be a checkpoint's bytes", field="receipt.head")
+    try:
+        checkpoint = verify_checkpoint(head, directory, node=receipt.recipient)
+    except CheckpointInvalid as exc:
+        raise ReceiptError(f"receipt head: {exc.detail}", field="receipt.head") from exc
+    return dataclasses.replace(receipt, head=checkpoint)

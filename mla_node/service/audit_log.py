@@ -5,6 +5,9 @@ with seq s is leaf s - 1 of an RFC 9162 tree (protocol/merkle.py). A checkpoint 
 every ``audit.checkpoint_interval_s`` and on demand. Each new checkpoint is first checked against
 the newest stored one (the old root must be the root of the same first leaves), so a database
 whose history was rewritten under the node is refused, not signed over.
+
+The newest checkpoint is also kept in memory (``ctx.heads``): every receipt carries it, and peers
+that witnessed an older head get the consistency proof from it (``consistency_from``).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from mla_node.errors import LogProofInvalid, StorageError
+from mla_node.errors import LogProofInvalid
 from mla_node.protocol.checkpoint import sign_checkpoint
-from mla_node.protocol.merkle import Tree, leaf_hash
+from mla_node.protocol.merkle import Tree
+from mla_node.protocol.witness import ConsistencyProof
 from mla_node.service.context import NodeContext
 from mla_node.storage import repo
 from mla_node.storage.db import Transaction
@@ -24,17 +28,7 @@ log = logging.getLogger(__name__)
 
 async def log_tree(ctx: NodeContext) -> Tree:
     """The tree over every committed evidence record, from one consistent read."""
-    leaves = await repo.log_leaves(ctx.db)
-    hashes: list[bytes] = []
-    for i, leaf in enumerate(leaves):
-        if leaf.seq != i + 1:  # evidence is append-only: a gap means a row was removed
-            raise StorageError(f"the evidence log has no record with seq {i + 1}")
-        if leaf.leaf_hash is not None:
-            hashes.append(leaf.leaf_hash)
-        else:
-            assert leaf.record is not None
-            hashes.append(leaf_hash(leaf.record))
-    return await asyncio.to_thread(Tree, hashes)
+    return await asyncio.to_thread(Tree, await repo.log_leaf_hashes(ctx.db))
 
 
 async def checkpoint(ctx: NodeContext) -> bytes:
@@ -48,6 +42,7 @@ async def checkpoint(ctx: NodeContext) -> bytes:
     if stored is not None:
         if stored.root != root:
             raise LogProofInvalid(f"the stored checkpoint of size {size} has another root")
+        ctx.heads.adopt(stored.checkpoint, size)
         return stored.checkpoint
     latest = await repo.latest_checkpoint(ctx.db)
     if latest is not None and (latest.size > size or tree.root(latest.size) != latest.root):
@@ -64,7 +59,9 @@ async def checkpoint(ctx: NodeContext) -> bytes:
     if not await ctx.db.write(store):  # another caller signed this size first: keep theirs
         again = await repo.checkpoint_at(ctx.db, size)
         assert again is not None
+        ctx.heads.adopt(again.checkpoint, size)
         return again.checkpoint
+    ctx.heads.adopt(data, size)
     log.info("checkpoint: %d evidence records, root %s", size, root.hex()[:16])
     return data
 
@@ -77,6 +74,18 @@ async def inclusion_proof(ctx: NodeContext, seq: int, size: int) -> list[bytes]:
 async def consistency_proof(ctx: NodeContext, old_size: int, size: int) -> list[bytes]:
     """Proof that the log of ``old_size`` records is a prefix of the log of ``size``."""
     return (await log_tree(ctx)).consistency_proof(old_size, size)
+
+
+async def consistency_from(ctx: NodeContext, old_size: int) -> ConsistencyProof | None:
+    """The proof that the log of ``old_size`` records (a head a peer witnessed) is a prefix of
+    this node's newest checkpoint; None when there is nothing to prove (no head yet, or
+    ``old_size`` is 0 or not smaller than it). Cached per (old_size, head size) in ``ctx.heads``:
+    a miss reads the whole log, and the answer only changes with the next checkpoint."""
+    size = ctx.heads.size
+    if size is None or not 0 < old_size < size:
+        return None
+    path = await ctx.heads.proof(old_size, size, lambda: consistency_proof(ctx, old_size, size))
+    return ConsistencyProof(old_size, size, tuple(path))
 
 
 async def checkpoint_every(ctx: NodeContext, interval_s: float) -> None:

@@ -20,6 +20,7 @@ from mla_node.protocol.directory import Directory
 from mla_node.protocol.evidence import MAX_ACTOR, sign_evidence
 from mla_node.protocol.keys import SigningKey
 from mla_node.protocol.merkle import leaf_hash
+from mla_node.service.log_heads import LogHeads
 from mla_node.service.trust import TrustKeeper
 from mla_node.storage import repo
 from mla_node.storage.db import Database, Transaction
@@ -61,6 +62,9 @@ class NodeContext:
     wake_sender: Callable[[str], None] = lambda peer: None
     # Set on SIGTERM: the clerk API refuses writes (503 shutting_down) while the node winds down.
     stopping: bool = False
+    # This node's newest checkpoint (put in every receipt), the proofs served from it, and the
+    # peers' heads witnessed: service/log_heads.py.
+    heads: LogHeads = field(default_factory=LogHeads)
     # (actor, message id, what was shown) -> when that view was last recorded (service/views.py)
     recent_views: dict[tuple[str, str, str], int] = field(default_factory=dict)
 

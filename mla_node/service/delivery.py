@@ -13,6 +13,10 @@ Before each round the loop settles deadlines (``dead_letters``): an envelope pas
 deadline leaves the outbox as ``undeliverable``, with signed evidence, instead of being retried
 for ever. ``stop(grace)`` lets the attempts in flight finish and record their receipts; what is
 cancelled after the grace stays in the outbox and is sent again after a restart.
+
+Each send names the size of the peer's newest log head stored here, and each receipt recorded
+has its head judged afterwards (service/witness.py), so a peer showing two histories is caught.
+Witnessing comes after the commit and swallows its own errors: it never costs a delivery.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from mla_node.errors import DeliveryError, MlaError, ReceiptError, TrustError
 from mla_node.protocol.directory import NodeEntry
 from mla_node.protocol.evidence import Event
 from mla_node.protocol.receipts import DELIVERED, REJECTED, Receipt, verify_receipt
-from mla_node.service import dead_letters
+from mla_node.protocol.witness import ConsistencyProof
+from mla_node.service import dead_letters, witness
 from mla_node.service.context import NodeContext
 from mla_node.storage import repo
 from mla_node.storage.db import Transaction
-from mla_node.transport.base import PeerAnswer, Transport
+from mla_node.transport.base import WITNESSED_SIZE, PeerAnswer, Transport
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +157,9 @@ class Deliverer:
     async def _attempt(self, entry: NodeEntry, item: repo.OutboxItem) -> bool:
         """One delivery attempt; True when the envelope left the outbox."""
         crash_point("deliver.before_send")
+        # A context variable, so the transport sees it through any wrapper (wait_for's task
+        # copies the context); reset after, so it never outlives this attempt.
+        witnessed = WITNESSED_SIZE.set(await self._witnessed_size(entry.state))
         try:
             answer = await asyncio.wait_for(
                 self.transport.send(entry, item.envelope),
@@ -162,13 +170,30 @@ class Deliverer:
             detail = exc.detail if isinstance(exc, MlaError) else "timed out"
             await self._retry_later(entry.state, item, detail)
             return False
+        finally:
+            WITNESSED_SIZE.reset(witnessed)
         if receipt is None:
             await self._retry_later(entry.state, item, f"refused: {answer.refused_code}")
             return False
         crash_point("deliver.before_record")
         await self._record(entry.state, item, receipt)
         crash_point("deliver.after_record")
+        await self._witness(entry.state, receipt, answer.proof)
         return True
+
+    async def _witnessed_size(self, peer: str) -> int | None:
+        try:
+            return await witness.witnessed_size(self.ctx, peer)
+        except Exception:  # a hint only: without it the peer sends no proof, nothing more
+            log.exception("could not read the witnessed head of %s", peer)
+            return None
+
+    async def _witness(self, peer: str, receipt: Receipt, proof: ConsistencyProof | None) -> None:
+        """Judge the head the recorded receipt carries; whatever goes wrong is only logged."""
+        try:
+            await witness.observe(self.ctx, peer, receipt.head, proof)
+        except Exception:
+            log.exception("witnessing the log head of %s failed", peer)
 
     def _verified_receipt(
         self, entry: NodeEntry, item: repo.OutboxItem, answer: PeerAnswer

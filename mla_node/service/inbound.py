@@ -3,6 +3,10 @@
 Fetch, verify, then persist: nothing is stored before ``open_envelope`` approved it, and the
 ``delivered`` receipt leaves the node only after the commit that stores the envelope. The same
 envelope again (same sender, same bytes) is answered with the byte-identical original receipt.
+
+Every receipt signed here (delivered or rejected) carries this node's newest checkpoint as its
+``head``, from memory (``ctx.heads``), so a receipt costs no extra read. A sender that says which
+of our heads it holds gets the consistency proof to the newest from :func:`log_proof`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from mla_node.protocol.directory import Directory
 from mla_node.protocol.envelope import Header, OpenedEnvelope, open_envelope, read_header
 from mla_node.protocol.evidence import Event
 from mla_node.protocol.receipts import DELIVERED, REJECTED, sign_receipt
+from mla_node.protocol.witness import ConsistencyProof
+from mla_node.service import audit_log
 from mla_node.service.context import NodeContext
 from mla_node.storage import repo
 from mla_node.storage.db import Transaction
@@ -66,6 +72,17 @@ async def receive(ctx: NodeContext, data: bytes, client_cert_der: bytes | None) 
     receipt = await ctx.db.write(lambda tx: _store(ctx, tx, opened, body, now))
     crash_point("inbound.after_commit")
     return receipt
+
+
+async def log_proof(ctx: NodeContext, witnessed_size: int) -> ConsistencyProof | None:
+    """The consistency proof from the head of ``witnessed_size`` a sender holds to our newest
+    head; None when there is none to give. Never raises: a proof that cannot be made must not
+    cost the sender its receipt (it asks again with its next envelope)."""
+    try:
+        return await audit_log.consistency_from(ctx, witnessed_size)
+    except Exception:
+        log.exception("no consistency proof from size %d", witnessed_size)
+        return None
 
 
 def _check_client_certificate(directory: Directory, sender: str, cert_der: bytes | None) -> None:
@@ -174,6 +191,7 @@ async def _store(
         status=DELIVERED,
         code=None,
         at=now,
+        head=ctx.heads.checkpoint,
     )
     receipt_digest = hashlib.sha256(receipt).digest()
     await repo.insert_receipt(
@@ -221,5 +239,6 @@ def _attach_rejection(ctx: NodeContext, exc: EnvelopeError, data: bytes, digest:
         status=REJECTED,
         code=exc.code,
         at=ctx.clock(),
+        head=ctx.heads.checkpoint,
     )
     log.info("envelope %s from %s refused: %s", header.message_id, header.sender, exc.code)

@@ -3,12 +3,18 @@
 The client sends only to endpoints from the signed directory, follows no redirects, and accepts
 only the very server certificate the directory lists for the peer. Foreign exceptions are
 translated into ``DeliveryError`` at this boundary.
+
+Two headers carry the log-head hints (docs/protocol.md §5.1): ``Mla-Witnessed-Size`` on the
+request (the size of the receiver's newest head the sender holds) and ``Mla-Consistency-Proof``
+on the answer, 200 or problem (the proof from that size to the head in the receipt). Neither is
+signed and neither can cost a delivery: a malformed one is ignored.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import ssl
 from pathlib import Path
@@ -18,16 +24,25 @@ import aiohttp
 from aiohttp import web
 
 from mla_node.crashpoints import crash_point
-from mla_node.errors import DeliveryError, EnvelopeTooLarge, UnsupportedMediaType
+from mla_node.errors import (
+    DeliveryError,
+    EnvelopeTooLarge,
+    LogProofInvalid,
+    MlaError,
+    UnsupportedMediaType,
+)
 from mla_node.pki import peer_certificate_der, read_private_file
 from mla_node.protocol.directory import NodeEntry
-from mla_node.transport.base import PeerAnswer, Receiver
-from mla_node.transport.problems import PROBLEM_JSON, problem_middleware
+from mla_node.protocol.witness import ConsistencyProof
+from mla_node.transport.base import WITNESSED_SIZE, LogProofSource, PeerAnswer, Receiver
+from mla_node.transport.problems import PROBLEM_JSON, problem_middleware, problem_response
 
 ENVELOPE_PATH = "/peer/v1/envelopes"
 ENVELOPE_TYPE = "application/vnd.mla-node.envelope+msgpack"
 RECEIPT_TYPE = "application/vnd.mla-node.receipt+msgpack"
 MAX_RECEIPT = 64 << 10
+WITNESSED_SIZE_HEADER = "Mla-Witnessed-Size"
+PROOF_HEADER = "Mla-Consistency-Proof"
 
 
 def pinned_client_context(
@@ -88,16 +103,19 @@ class HttpTransport:
 
     async def send(self, peer: NodeEntry, envelope: bytes) -> PeerAnswer:
         url = peer.endpoint.rstrip("/") + ENVELOPE_PATH
+        headers = {"Content-Type": ENVELOPE_TYPE}
+        witnessed = WITNESSED_SIZE.get()
+        if witnessed is not None:
+            headers[WITNESSED_SIZE_HEADER] = str(witnessed)
         try:
             session = await self._client(peer)
             async with session.post(
-                url,
-                data=envelope,
-                headers={"Content-Type": ENVELOPE_TYPE},
-                allow_redirects=False,
+                url, data=envelope, headers=headers, allow_redirects=False
             ) as resp:
                 body = await resp.content.read(MAX_RECEIPT + 1)
-                return _answer(peer, resp.status, resp.content_type, body)
+                answer = _answer(peer, resp.status, resp.content_type, body)
+                proof = _proof(resp.headers.get(PROOF_HEADER))
+                return dataclasses.replace(answer, proof=proof) if proof else answer
         except DeliveryError:
             raise
         except (aiohttp.ClientError, OSError, ssl.SSLError, TimeoutError) as exc:
@@ -126,6 +144,21 @@ def _answer(peer: NodeEntry, status: int, content_type: str, body: bytes) -> Pee
     raise DeliveryError(f"{peer.state} answered HTTP {status} ({content_type})")
 
 
+def _proof(value: str | None) -> ConsistencyProof | None:
+    if value is None:
+        return None
+    try:
+        return ConsistencyProof.from_header(value)
+    except LogProofInvalid:
+        return None  # as if none was sent: the sender asks again with its next envelope
+
+
+def _witnessed_size(value: str | None) -> int | None:
+    if value is None or not (value.isascii() and value.isdigit() and len(value) <= 19):
+        return None
+    return int(value)
+
+
 def _json(body: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(body)
@@ -134,11 +167,20 @@ def _json(body: bytes) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
-def make_peer_app(receive: Receiver, max_envelope: int) -> web.Application:
+def make_peer_app(
+    receive: Receiver, max_envelope: int, *, log_proof: LogProofSource | None = None
+) -> web.Application:
     """The peer endpoint: one route, envelopes in, receipts out.
 
-    The body limit is enforced by aiohttp before the body is read into memory (413).
+    The body limit is enforced by aiohttp before the body is read into memory (413). With
+    ``log_proof``, a request naming a witnessed size gets the consistency proof in its answer.
     """
+
+    async def with_proof(response: web.Response, witnessed: int | None) -> web.Response:
+        proof = None if witnessed is None or log_proof is None else await log_proof(witnessed)
+        if proof is not None:
+            response.headers[PROOF_HEADER] = proof.header_value()
+        return response
 
     async def post_envelope(request: web.Request) -> web.Response:
         if request.content_type != ENVELOPE_TYPE:
@@ -146,8 +188,15 @@ def make_peer_app(receive: Receiver, max_envelope: int) -> web.Application:
         if request.content_length is not None and request.content_length > max_envelope:
             raise EnvelopeTooLarge(f"{request.content_length} bytes is more than {max_envelope}")
         data = await request.read()
-        receipt = await receive(data, peer_certificate_der(request.transport))
-        response = web.Response(body=receipt, content_type=RECEIPT_TYPE)
+        witnessed = _witnessed_size(request.headers.get(WITNESSED_SIZE_HEADER))
+        try:
+            receipt = await receive(data, peer_certificate_der(request.transport))
+        except MlaError as err:
+            # A refusal carries a signed rejection receipt, and its head wants the proof too.
+            return await with_proof(problem_response(err), witnessed)
+        response = await with_proof(
+            web.Response(body=receipt, content_type=RECEIPT_TYPE), witnessed
+        )
         await response.prepare(request)
         await response.write_eof()
         crash_point("inbound.after_response")

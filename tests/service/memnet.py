@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from mla_node.identity import load_identity
 from mla_node.localnet import LOCAL_DELIVERY, create_network
 from mla_node.protocol import forms
 from mla_node.protocol.directory import NodeEntry, TrustRoot
+from mla_node.protocol.witness import ConsistencyProof
 from mla_node.runtime import MIGRATIONS, wall_clock_ms
 from mla_node.service import cases, inbound
 from mla_node.service.context import NodeContext, Principal, Role
@@ -32,7 +34,7 @@ from mla_node.service.delivery import Deliverer
 from mla_node.service.trust import TrustKeeper
 from mla_node.storage import repo
 from mla_node.storage.db import Database, load_migrations
-from mla_node.transport.base import MemoryTransport, PeerAnswer, Receiver
+from mla_node.transport.base import LogProofSource, MemoryTransport, PeerAnswer, Receiver
 
 CLERK = Principal("tok_test", Role.CLERK, "clerk")
 ADMIN = Principal("tok_admin", Role.ADMIN, "admin")
@@ -108,6 +110,7 @@ async def memory_network(
         delivery=delivery,
     )
     receivers: dict[str, Receiver] = {}
+    log_proofs: dict[str, LogProofSource] = {}
     down: set[str] = set()
     nodes: dict[str, Node] = {}
     try:
@@ -126,12 +129,16 @@ async def memory_network(
             cert_der = x509.load_pem_x509_certificate(
                 identity.tls_cert_path.read_bytes()
             ).public_bytes(Encoding.DER)
-            transport = LossyTransport(cert_der, receivers, down, **transport_kw)
+            transport = LossyTransport(cert_der, receivers, down, log_proofs, **transport_kw)
 
             async def receive(data: bytes, cert: bytes | None, ctx: NodeContext = ctx) -> bytes:
                 return await inbound.receive(ctx, data, cert)
 
+            async def log_proof(witnessed: int, ctx: NodeContext = ctx) -> ConsistencyProof | None:
+                return await inbound.log_proof(ctx, witnessed)
+
             receivers[state] = receive
+            log_proofs[state] = log_proof
             nodes[state] = Node(ctx, Deliverer(ctx, transport))
         for node in nodes.values():
             await node.deliverer.start()
@@ -158,6 +165,14 @@ async def submit(node: Node, to: str, n: int = 1) -> list[str]:
 
 async def outbox_empty(node: Node) -> bool:
     return await repo.count_pending(node.ctx.db) == 0
+
+
+async def settle(nodes: dict[str, Node], within_s: float = 30) -> None:
+    """Wait until every node's outbox is empty: all traffic delivered."""
+    deadline = time.monotonic() + within_s
+    while not all([await outbox_empty(n) for n in nodes.values()]):
+        assert time.monotonic() < deadline, "traffic did not settle"
+        await asyncio.sleep(0.02)
 
 
 def transport(node: Node) -> LossyTransport:
