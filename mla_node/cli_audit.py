@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
@@ -107,7 +108,12 @@ def audit_verify(
 @click.argument("request_id")
 @click.option("--db", "db_path", type=FILE_OPTION, required=True, help="The node's database.")
 @click.option("-o", "--output", type=FILE_OPTION, required=True, help="Bundle file to write.")
-def audit_bundle(request_id: str, db_path: Path, output: Path) -> None:
+@click.option(
+    "--with-content",
+    is_flag=True,
+    help="Disclose each message's content (personal data): only for who may read it.",
+)
+def audit_bundle(request_id: str, db_path: Path, output: Path, with_content: bool) -> None:
     """Write the evidence bundle of the case REQUEST_ID belongs to: its envelopes and receipts,
     the node's evidence records with inclusion proofs, the node's checkpoint and the directory.
 
@@ -116,7 +122,7 @@ def audit_bundle(request_id: str, db_path: Path, output: Path) -> None:
     says how many); the auditor API (GET /api/v1/audit/bundles/ID) signs a fresh checkpoint first.
     """
     with ReadOnlyDatabase(db_path) as db:
-        bundle = asyncio.run(build_bundle(db, request_id))
+        bundle = asyncio.run(build_bundle(db, request_id, with_content=with_content))
     output.write_bytes(bundle.data)
     click.echo(
         f"Wrote the bundle of case {bundle.case_id} ({bundle.node}): {bundle.messages} "
@@ -134,7 +140,8 @@ def audit_bundle(request_id: str, db_path: Path, output: Path) -> None:
 @audit_group.command("verify-bundle")
 @click.argument("files", type=FILE_OPTION, nargs=-1, required=True)
 @click.option("--trust", "trust_path", type=FILE_OPTION, required=True, help="trust-root.json.")
-def audit_verify_bundle(files: tuple[Path, ...], trust_path: Path) -> None:
+@click.option("--show-content", is_flag=True, help="Print disclosed forms as JSON.")
+def audit_verify_bundle(files: tuple[Path, ...], trust_path: Path, show_content: bool) -> None:
     """Verify evidence bundles offline with nothing but the network's trust root, and print
     what each shows: who sent what to whom, when, when it was delivered and every step the
     node recorded. Exits 1 naming the first part that fails."""
@@ -157,6 +164,11 @@ def audit_verify_bundle(files: tuple[Path, ...], trust_path: Path) -> None:
         )
         for line in report.account():
             click.echo(f"  {line}")
+        if show_content:
+            for m in report.messages:
+                if m.body is not None:
+                    form = json.dumps(m.body.get("form"), indent=2, ensure_ascii=False)
+                    click.echo(f"  content of {m.header.message_id}:\n{form}")
     if failed:
         sys.exit(EXIT_CHECK_FAILED)
 

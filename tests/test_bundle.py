@@ -6,6 +6,7 @@ flipped, each flip caught with a named reason."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -74,9 +75,9 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Case:
     return asyncio.run(_case(tmp_path_factory.mktemp("bundle")))
 
 
-def _bundle(db_path: Path, message_id: str) -> bytes:
+def _bundle(db_path: Path, message_id: str, *, with_content: bool = True) -> bytes:
     with ReadOnlyDatabase(db_path) as db:
-        return asyncio.run(build_bundle(db, message_id)).data
+        return asyncio.run(build_bundle(db, message_id, with_content=with_content)).data
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +103,29 @@ def test_the_bundle_of_a_whole_case_verifies_with_the_trust_root_alone(
     ack = report.messages[1].header.message_id
     assert f"{case.request_id} acknowledged by message {ack}" in account
     assert f"{case.request_id} looked at (metadata) by auditor:Ana Auditor" in account
+    # every message's content disclosed, each the very bytes AR's log committed to
+    assert all(m.body is not None for m in report.messages)
+    assert report.messages[0].body is not None
+    assert report.messages[0].body["form"] == forms.example("mla_request")
+    assert f"content of {case.request_id} disclosed: mla_request form version 1" in account
+
+
+def test_without_content_the_bundle_discloses_nothing(case: Case) -> None:
+    report = verify_bundle(_bundle(case.ar_db, case.request_id, with_content=False), case.trust)
+    assert all(m.content is None and m.body is None for m in report.messages)
+
+
+def test_content_that_is_not_what_both_nodes_signed_is_refused(case: Case, bundle: bytes) -> None:
+    body = json.loads(bundle)
+    first, second = body["messages"][0], body["messages"][1]
+    first["content"], second["content"] = second["content"], first["content"]
+    swapped = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    with pytest.raises(BundleInvalid, match="disclosed content is not what log entry"):
+        verify_bundle(swapped, case.trust)
+    # The receiver's log commits to the same bytes: its bundle discloses an identical body.
+    theirs = verify_bundle(_bundle(case.br_db, case.request_id), case.trust)
+    ours = verify_bundle(bundle, case.trust)
+    assert theirs.messages[0].content == ours.messages[0].content
 
 
 def test_the_other_node_writes_the_same_case_from_its_side(case: Case) -> None:
@@ -176,7 +200,17 @@ def test_audit_bundle_command_writes_what_the_library_writes(
 ) -> None:
     out = tmp_path / "cli.bundle"
     result = CliRunner().invoke(
-        cli, ["audit", "bundle", case.request_id, "--db", str(case.ar_db), "-o", str(out)]
+        cli,
+        [
+            "audit",
+            "bundle",
+            case.request_id,
+            "--db",
+            str(case.ar_db),
+            "-o",
+            str(out),
+            "--with-content",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == bundle

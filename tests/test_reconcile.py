@@ -71,6 +71,7 @@ def _e(event: str, node: str, mid: str, peer: str, **fields: object) -> Evidence
         "detail": None,
         "receipt_digest": None,
         "actor": None,
+        "content_digest": None,
         **fields,
     }
     return Evidence(
@@ -94,8 +95,18 @@ def _sent(mid: str, *, receipt: bytes | None = RECEIPT) -> list[Evidence]:
     return out
 
 
-def _stored(mid: str, *, envelope: bytes = ENVELOPE, receipt: bytes = RECEIPT) -> Evidence:
-    return _e(Event.DELIVERED, "BR", mid, "AR", envelope_digest=envelope, receipt_digest=receipt)
+def _stored(
+    mid: str, *, envelope: bytes = ENVELOPE, receipt: bytes = RECEIPT, content: bytes | None = None
+) -> Evidence:
+    return _e(
+        Event.DELIVERED,
+        "BR",
+        mid,
+        "AR",
+        envelope_digest=envelope,
+        receipt_digest=receipt,
+        content_digest=content,
+    )
 
 
 def test_agreement_in_flight_and_refusals_are_counted() -> None:
@@ -115,6 +126,11 @@ def test_agreement_in_flight_and_refusals_are_counted() -> None:
         (_sent("M1"), [], "records no delivery"),
         (_sent("M1"), [_stored("M1", envelope=OTHER)], "different envelopes"),
         (_sent("M1"), [_stored("M1", receipt=OTHER)], "not the one BR recorded issuing"),
+        (
+            [_e(Event.SUBMITTED, "AR", "M1", "BR", content_digest=ENVELOPE), *_sent("M1")[1:]],
+            [_stored("M1", content=OTHER)],
+            "different contents",
+        ),
         ([], [_stored("M1")], "records no such message"),
         (
             [*_sent("M1", receipt=None), _e(Event.NOT_DELIVERED, "AR", "M1", "BR", detail="x")],
@@ -122,7 +138,14 @@ def test_agreement_in_flight_and_refusals_are_counted() -> None:
             "recorded it as not delivered",
         ),
     ],
-    ids=["receipt-without-delivery", "other-envelope", "other-receipt", "unsent", "refused"],
+    ids=[
+        "receipt-without-delivery",
+        "other-envelope",
+        "other-receipt",
+        "other-content",
+        "unsent",
+        "refused",
+    ],
 )
 def test_each_disagreement_is_named(ar: list[Evidence], br: list[Evidence], reason: str) -> None:
     result = reconcile("AR", ar, "BR", br)

@@ -27,13 +27,18 @@ AUDIT_POLICY: dict[tuple[str, str], frozenset[Role]] = {
 }
 
 
+# The largest number a query parameter takes (18 digits: below SQLite's 2**63, and never a
+# 4,300-digit string handed to int()). The document states it as each parameter's maximum.
+MAX_INT_PARAM = 10**18 - 1
+
+
 def _int_param(request: web.Request, name: str, *, default: int | None = None) -> int:
     raw = request.query.get(name)
     if raw is None:
         if default is None:
             raise InvalidParameter(f"{name} is required", field=name)
         return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_INT_PARAM))):
         raise InvalidParameter(f"{name} must be a whole number ≥ 0", field=name)
     return int(raw)
 

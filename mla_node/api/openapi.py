@@ -371,6 +371,13 @@ def _schemas() -> dict[str, Any]:
                         "description": "Whose action it was, `role:name`; null for the node's own.",
                     }
                 ),
+                "content_sha256": _nullable(
+                    {
+                        **hex_sha,
+                        "description": "On `submitted` (sender) and `delivered` (receiver): the "
+                        "commitment to the message's content both nodes sign (docs/protocol.md).",
+                    }
+                ),
                 "kid": {"type": "string"},
                 "sha256": hex_sha,
                 "verified": {"const": True},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mla_node.api.audit_routes import BUNDLE_TYPE
+from mla_node.api.audit_routes import BUNDLE_TYPE, MAX_INT_PARAM
 from mla_node.api.openapi import (
     _json_ok,
     _nullable,
@@ -17,7 +17,7 @@ from mla_node.service.audit_views import MAX_LOG_PAGE
 _ROLES = ["admin", "auditor"]
 _HEX_SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _B64 = {"type": "string", "contentEncoding": "base64"}
-_SEQ = {"type": "integer", "minimum": 1}
+_SEQ = {"type": "integer", "minimum": 1, "maximum": MAX_INT_PARAM}
 
 
 def _query(name: str, schema: dict[str, Any], description: str, *, required: bool) -> Any:
@@ -143,7 +143,7 @@ def audit_paths() -> dict[str, Any]:
                 "parameters": [
                     _query(
                         "after",
-                        {"type": "integer", "minimum": 0, "default": 0},
+                        {"type": "integer", "minimum": 0, "maximum": MAX_INT_PARAM, "default": 0},
                         "Only records with a larger seq.",
                         required=False,
                     ),
@@ -204,7 +204,8 @@ def audit_paths() -> dict[str, Any]:
                 "signs a checkpoint, and returns the case's envelopes, receipts, evidence "
                 "records with inclusion proofs, the checkpoint and the directory: verify it "
                 "offline with `mla-node audit verify-bundle FILE --trust trust-root.json`. It "
-                "holds no plaintext.",
+                "discloses the messages' content to clerks and admins, and to auditors only when "
+                "`audit.auditors_see_content` is set.",
                 "x-roles": ["admin", "auditor", "clerk"],
                 "responses": _responses(
                     {

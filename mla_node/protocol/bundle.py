@@ -17,8 +17,10 @@ base64 is no longer canonical, or a signature, proof or cross-reference no longe
 in a bundle is taken on trust: every field is either signed, covered by a proof, or checked
 against something that is.
 
-Plaintext is not in a bundle: envelopes are encrypt-then-sign, so a third party could not tell a
-plaintext the node attaches from one it made up.
+A bundle may also disclose each message's content: the exact body bytes, which the verifier
+checks against the content commitment the node's own log signed (envelope.content_digest; the
+other node's log signs the same one). Envelopes are encrypt-then-sign, so without that commitment
+a third party could not tell a disclosed plaintext from one the node made up.
 """
 
 from __future__ import annotations
@@ -33,16 +35,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mla_node.errors import BundleInvalid, MlaError
+from mla_node.protocol import codec
 from mla_node.protocol.checkpoint import Checkpoint, verify_checkpoint
 from mla_node.protocol.directory import Directory, TrustRoot, verify_directory
-from mla_node.protocol.envelope import Header, envelope_digest, verify_envelope_signature
+from mla_node.protocol.envelope import (
+    MAX_BODY_DEPTH,
+    MAX_ENVELOPE,
+    Header,
+    content_digest,
+    envelope_digest,
+    verify_envelope_signature,
+)
 from mla_node.protocol.evidence import Event, Evidence, verify_evidence
 from mla_node.protocol.merkle import leaf_hash, verify_inclusion
 from mla_node.protocol.receipts import DELIVERED, Receipt, verify_receipt
 
 BUNDLE_FORMAT = "mla-node-bundle/1"
 _TOP = frozenset({"format", "node", "case", "directory", "checkpoint", "messages", "evidence"})
-_MESSAGE = frozenset({"envelope", "receipt"})
+_MESSAGE = frozenset({"envelope", "receipt", "content"})
 _RECORD = frozenset({"seq", "record", "proof"})
 
 
@@ -50,6 +60,7 @@ _RECORD = frozenset({"seq", "record", "proof"})
 class BundleMessage:
     envelope: bytes
     receipt: bytes | None
+    content: bytes | None = None  # the exact body bytes, disclosed only to who may see them
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,8 @@ class VerifiedMessage:
     header: Header
     digest: bytes
     receipt: Receipt | None
+    content: bytes | None  # disclosed body bytes, checked against the node's signed digest
+    body: dict[str, Any] | None  # the disclosed body, decoded
 
 
 @dataclass
@@ -91,6 +104,15 @@ class BundleReport:
                     f"envelope sha256 {m.digest.hex()[:16]}…, signed with key {h.sender_kid})",
                 )
             )
+            if m.body is not None:
+                lines.append(
+                    (
+                        h.created_at,
+                        f"content of {h.message_id} disclosed: {m.body.get('type')} form "
+                        f"version {m.body.get('version')}, the very bytes whose digest "
+                        f"{self.node}'s log signed",
+                    )
+                )
             if m.receipt is not None:
                 r = m.receipt
                 outcome = "delivered" if r.status == DELIVERED else f"refused it ({r.code})"
@@ -151,6 +173,7 @@ def encode_bundle(
             {
                 "envelope": _b64(m.envelope),
                 "receipt": None if m.receipt is None else _b64(m.receipt),
+                "content": None if m.content is None else _b64(m.content),
             }
             for m in messages
         ],
@@ -230,7 +253,15 @@ def _messages(items: Any, directory: Directory, node: str) -> list[VerifiedMessa
                 )
         if verified and header.message_id <= verified[-1].header.message_id:
             raise BundleInvalid(f"{where}: messages are not in message-id order")
-        verified.append(VerifiedMessage(header, digest, receipt))
+        content, body = None, None
+        if item["content"] is not None:
+            content = _unb64(item["content"], where)
+            body = codec.unpack(
+                content, error=BundleInvalid, max_bytes=MAX_ENVELOPE, max_depth=MAX_BODY_DEPTH
+            )
+            if not isinstance(body, dict):
+                raise BundleInvalid(f"{where}: the disclosed content is not a message body")
+        verified.append(VerifiedMessage(header, digest, receipt, content, body))
     return verified
 
 
@@ -272,6 +303,7 @@ def _cross_check(report: BundleReport) -> None:
     of, and whatever the log says about an envelope or a receipt is the one in the bundle."""
     by_id = {m.header.message_id: m for m in report.messages}
     mentioned: set[str] = set()
+    committed: set[str] = set()  # messages whose disclosed content a signed digest matches
     for seq, e in report.evidence:
         message = by_id.get(e.message_id)
         if message is None:
@@ -288,8 +320,20 @@ def _cross_check(report: BundleReport) -> None:
         delivered_here = e.event == Event.DELIVERED and message.header.sender == report.node
         if delivered_here and message.receipt is None:
             raise BundleInvalid(f"log entry #{seq}: delivered, but the receipt is missing")
+        if e.content_digest is not None and message.content is not None:
+            if content_digest(message.content) != e.content_digest:
+                raise BundleInvalid(
+                    f"message {e.message_id}: the disclosed content is not what log entry "
+                    f"#{seq} signed"
+                )
+            committed.add(e.message_id)
     for message_id in by_id.keys() - mentioned:
         raise BundleInvalid(f"message {message_id}: the node's log says nothing about it")
+    for message_id, message in by_id.items():
+        if message.content is not None and message_id not in committed:
+            raise BundleInvalid(
+                f"message {message_id}: content disclosed, but no log entry commits to it"
+            )
 
 
 @contextmanager

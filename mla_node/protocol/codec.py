@@ -24,6 +24,7 @@ DOMAIN_EVIDENCE = b"mla-node/v1/evidence"
 DOMAIN_DIRECTORY = b"mla-node/v1/directory"
 DOMAIN_CHECKPOINT = b"mla-node/v1/checkpoint"
 DOMAIN_HPKE_INFO = b"mla-node/v1/hpke-info"
+DOMAIN_CONTENT = b"mla-node/v1/content"
 
 
 def pae(domain: bytes, *parts: bytes) -> bytes:

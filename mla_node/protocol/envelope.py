@@ -88,6 +88,20 @@ class OpenedEnvelope:
     body: dict[str, Any]
     digest: bytes  # SHA-256 of the exact wire bytes: what receipts and evidence refer to
     raw: bytes
+    body_bytes: bytes  # the exact msgpack body as decrypted (unpadded): what `content` covers
+
+
+def pack_body(body: dict[str, Any]) -> bytes:
+    """The body as ``seal_envelope`` encrypts it; ``content_digest`` of these bytes is what the
+    sender's evidence commits to."""
+    return codec.pack(body)
+
+
+def content_digest(body_bytes: bytes) -> bytes:
+    """The commitment to a message's content both nodes sign in their evidence: SHA-256 over the
+    exact body bytes (which hold a random salt, so a guessable form cannot be confirmed from
+    the digest alone), domain-separated."""
+    return hashlib.sha256(codec.pae(codec.DOMAIN_CONTENT, body_bytes)).digest()
 
 
 def envelope_digest(data: bytes) -> bytes:
@@ -135,7 +149,7 @@ def seal_envelope(
     )
     header_bytes = codec.pack(header.as_map())
     info = codec.pae(codec.DOMAIN_HPKE_INFO, header_bytes)
-    ciphertext = hpke_seal(suite, recipient_public, pad(codec.pack(body)), info)
+    ciphertext = hpke_seal(suite, recipient_public, pad(pack_body(body)), info)
     signature = signing_key.sign(codec.pae(codec.DOMAIN_ENVELOPE, header_bytes, ciphertext))
     return codec.pack([PROTOCOL_VERSION, header_bytes, ciphertext, signature])
 
@@ -298,9 +312,10 @@ def open_envelope(
         padded = key.decrypt(ciphertext, codec.pae(codec.DOMAIN_HPKE_INFO, header_bytes))
     except Exception as exc:  # every failure looks the same from outside, on purpose
         raise EnvelopeUndecryptable() from exc
+    body_bytes = unpad(padded)
     body = codec.unpack(
-        unpad(padded), error=EnvelopeMalformed, max_bytes=MAX_ENVELOPE, max_depth=MAX_BODY_DEPTH
+        body_bytes, error=EnvelopeMalformed, max_bytes=MAX_ENVELOPE, max_depth=MAX_BODY_DEPTH
     )
     if not isinstance(body, dict):
         raise EnvelopeMalformed("body must be a map")
-    return OpenedEnvelope(header, body, envelope_digest(data), data)
+    return OpenedEnvelope(header, body, envelope_digest(data), data, body_bytes)

@@ -60,6 +60,7 @@ class Evidence:
     detail: str | None  # a stable code, or the id of the message that answered
     receipt_digest: bytes | None
     actor: str | None  # the user whose action this was ("clerk:Ana Silva"); None for the node's own
+    content_digest: bytes | None  # envelope.content_digest of the body sent / received
     kid: str
     digest: bytes
     raw: bytes
@@ -76,6 +77,7 @@ class Evidence:
             "detail": self.detail,
             "receipt_sha256": self.receipt_digest.hex() if self.receipt_digest else None,
             "actor": self.actor,
+            "content_sha256": self.content_digest.hex() if self.content_digest else None,
             "kid": self.kid,
             "sha256": self.digest.hex(),
         }
@@ -94,6 +96,7 @@ def sign_evidence(
     detail: str | None = None,
     receipt_digest: bytes | None = None,
     actor: str | None = None,
+    content_digest: bytes | None = None,
 ) -> bytes:
     if event not in EVENTS:
         raise ValueError(f"unknown evidence event {event!r}")
@@ -113,6 +116,7 @@ def sign_evidence(
             "detail": detail,
             "receipt": receipt_digest,
             "actor": actor,
+            "content": content_digest,
         },
     )
 
@@ -137,6 +141,7 @@ def verify_evidence(data: bytes, directory: Directory, *, node: str) -> Evidence
         detail=b.opt_text("detail", MAX_DETAIL),
         receipt_digest=b.blob("receipt", 32) if receipt is not None else None,
         actor=b.opt_text("actor", MAX_ACTOR),
+        content_digest=b.blob("content", 32) if b.raw().get("content") is not None else None,
         kid=signed.kid,
         digest=signed.digest,
         raw=data,

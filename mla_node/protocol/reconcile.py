@@ -9,6 +9,8 @@ issued. Reconciling checks, message by message:
 - every receipt the sender holds is one the receiver's log records issuing, for the same
   envelope (else the receiver's log lacks a delivery it signed for, or the sender's log names
   a receipt the receiver never issued);
+- both logs commit to the same content (the digest of the body the sender sealed and the
+  receiver opened), where both records carry one;
 - every envelope the receiver records is one the sender's log records sending;
 - nothing is both delivered (at the receiver) and given up as refused (at the sender).
 
@@ -27,6 +29,7 @@ from mla_node.protocol.evidence import Event, Evidence
 @dataclass
 class _Sent:
     envelope: bytes | None = None
+    content: bytes | None = None
     receipt: bytes | None = None
     refused: str | None = None  # the refusal's code, or deadline_passed
 
@@ -35,6 +38,7 @@ class _Sent:
 class _Received:
     envelope: bytes | None
     receipt: bytes | None
+    content: bytes | None
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,8 @@ def _sent(log: list[Evidence], to: str) -> dict[str, _Sent]:
         if e.peer != to:
             continue
         if e.event == Event.SUBMITTED:
-            sent.setdefault(e.message_id, _Sent()).envelope = e.envelope_digest
+            entry = sent.setdefault(e.message_id, _Sent())
+            entry.envelope, entry.content = e.envelope_digest, e.content_digest
         elif e.message_id in sent and e.event == Event.DELIVERED:
             sent[e.message_id].receipt = e.receipt_digest
             sent[e.message_id].refused = None
@@ -108,7 +113,7 @@ def _received(log: list[Evidence], sender: str) -> dict[str, _Received]:
     the receipt coming back)."""
     submitted = {e.message_id for e in log if e.event == Event.SUBMITTED}
     return {
-        e.message_id: _Received(e.envelope_digest, e.receipt_digest)
+        e.message_id: _Received(e.envelope_digest, e.receipt_digest, e.content_digest)
         for e in log
         if e.event == Event.DELIVERED and e.peer == sender and e.message_id not in submitted
     }
@@ -135,6 +140,8 @@ def _one_way(
                 )
             elif r.envelope != s.envelope:
                 mismatch(message_id, "the two logs name different envelopes")
+            elif None not in (r.content, s.content) and r.content != s.content:
+                mismatch(message_id, "the two logs commit to different contents")
             elif r.receipt != s.receipt:
                 mismatch(
                     message_id,

@@ -13,7 +13,7 @@ from mla_node.protocol.evidence import Event
 from mla_node.service import audit_log
 from mla_node.service.bundles import WrittenBundle, build_bundle
 from mla_node.service.context import NodeContext, Principal
-from mla_node.service.views import evidence_view, iso
+from mla_node.service.views import evidence_view, iso, may_see_content
 from mla_node.storage import repo
 from mla_node.storage.db import Transaction
 
@@ -109,17 +109,20 @@ async def consistency(ctx: NodeContext, *, old_size: int, size: int) -> dict[str
 
 async def export_bundle(ctx: NodeContext, principal: Principal, message_id: str) -> WrittenBundle:
     """The case's evidence bundle. The export is recorded first and a checkpoint signed after
-    it, so the bundle holds the whole case up to and including its own export."""
+    it, so the bundle holds the whole case up to and including its own export. It discloses the
+    messages' content when the caller may read it (not auditors, unless the node says so)."""
     message = await repo.get_message(ctx.db, message_id)
     if message is None:
         raise NotFound(f"no request or message {message_id!r}", field="id")
     now = ctx.clock()
+    with_content = may_see_content(ctx, principal)
+    what = "bundle with content" if with_content else "bundle"
 
     async def record(tx: Transaction) -> None:
         await ctx.record_about(
-            tx, Event.EXPORTED, message, at=now, detail="bundle", actor=principal.actor
+            tx, Event.EXPORTED, message, at=now, detail=what, actor=principal.actor
         )
 
     await ctx.db.write(record)
     await audit_log.checkpoint(ctx)
-    return await build_bundle(ctx.db, message_id)
+    return await build_bundle(ctx.db, message_id, with_content=with_content)

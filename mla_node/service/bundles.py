@@ -27,8 +27,11 @@ class WrittenBundle:
     left_out: int  # records of the case newer than the checkpoint: not provable yet
 
 
-async def build_bundle(db: repo.Reader, message_id: str) -> WrittenBundle:
-    """The bundle of the case ``message_id`` belongs to, against the newest checkpoint."""
+async def build_bundle(
+    db: repo.Reader, message_id: str, *, with_content: bool = False
+) -> WrittenBundle:
+    """The bundle of the case ``message_id`` belongs to, against the newest checkpoint; with
+    each message's content (its exact body bytes) only when ``with_content``."""
     message = await repo.get_message(db, message_id)
     if message is None:
         raise NotFound(f"no request or message {message_id!r}", field="id")
@@ -68,7 +71,8 @@ async def build_bundle(db: repo.Reader, message_id: str) -> WrittenBundle:
                 "records and receipts remain (mla-node audit export)"
             )
         receipt = await repo.get_receipt(db, m.id)
-        messages.append(BundleMessage(m.envelope, receipt.receipt if receipt else None))
+        content = await repo.message_body(db, m.id) if with_content else None
+        messages.append(BundleMessage(m.envelope, receipt.receipt if receipt else None, content))
     data = encode_bundle(
         node=node,
         case=case_id,

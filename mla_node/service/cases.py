@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from mla_node.errors import (
     UnknownState,
 )
 from mla_node.protocol import forms
-from mla_node.protocol.envelope import MAX_ENVELOPE, envelope_digest, seal_envelope
+from mla_node.protocol.envelope import MAX_ENVELOPE, envelope_digest, pack_body, seal_envelope
 from mla_node.protocol.evidence import Event
 from mla_node.protocol.keys import choose_suite
 from mla_node.service.context import NodeContext, Principal
@@ -297,6 +298,8 @@ def seal_message(
     }
     if replaces is not None:
         body["replaces"] = replaces
+    # Random salt: the content digest in the evidence must not confirm a guessed form.
+    body["salt"] = secrets.token_bytes(16)
     envelope = seal_envelope(
         signing_key=ctx.identity.signing_key,
         sender=ctx.state,
@@ -332,6 +335,7 @@ def seal_message(
         updated_at=now,
         created_by=created_by,
         replaces=replaces,
+        body=pack_body(body),
     )
 
 

@@ -17,6 +17,7 @@ from mla_node.errors import MlaError
 from mla_node.identity import NodeIdentity, load_identity
 from mla_node.ids import new_ulid
 from mla_node.protocol.directory import Directory
+from mla_node.protocol.envelope import content_digest
 from mla_node.protocol.evidence import MAX_ACTOR, sign_evidence
 from mla_node.protocol.keys import SigningKey
 from mla_node.protocol.merkle import leaf_hash
@@ -121,6 +122,7 @@ class NodeContext:
         detail: str | None = None,
         receipt_digest: bytes | None = None,
         actor: str | None = None,
+        content_digest: bytes | None = None,
     ) -> bytes:
         """Sign an evidence record as this node and append it in the caller's transaction.
 
@@ -139,6 +141,7 @@ class NodeContext:
             detail=detail,
             receipt_digest=receipt_digest,
             actor=actor,
+            content_digest=content_digest,
         )
 
     async def record_about(
@@ -151,7 +154,8 @@ class NodeContext:
         detail: str | None = None,
         actor: str | None = None,
     ) -> bytes:
-        """``record_evidence`` about a stored message: its ids, envelope and the other party."""
+        """``record_evidence`` about a message: its ids, envelope and the other party, and the
+        commitment to its content when the row carries its body (a message being stored now)."""
         return await self.record_evidence(
             tx,
             event=event,
@@ -162,6 +166,7 @@ class NodeContext:
             peer=message.peer,
             detail=detail,
             actor=actor,
+            content_digest=content_digest(message.body) if message.body is not None else None,
         )
 
 

@@ -27,7 +27,13 @@ from mla_node.errors import (
 from mla_node.ids import is_ulid
 from mla_node.protocol import codec, forms
 from mla_node.protocol.directory import Directory
-from mla_node.protocol.envelope import Header, OpenedEnvelope, open_envelope, read_header
+from mla_node.protocol.envelope import (
+    Header,
+    OpenedEnvelope,
+    content_digest,
+    open_envelope,
+    read_header,
+)
 from mla_node.protocol.evidence import Event
 from mla_node.protocol.receipts import DELIVERED, REJECTED, sign_receipt
 from mla_node.protocol.witness import ConsistencyProof
@@ -180,6 +186,7 @@ async def _store(
             updated_at=now,
             created_by=None,
             replaces=body["replaces"],
+            body=opened.body_bytes,
         ),
     )
     receipt = sign_receipt(
@@ -207,6 +214,7 @@ async def _store(
         envelope_digest=opened.digest,
         peer=h.sender,
         receipt_digest=receipt_digest,
+        content_digest=content_digest(opened.body_bytes),
     )
     original = await repo.get_message(tx, body["reply_to"]) if body["reply_to"] else None
     if original is not None and original.direction == "out" and original.peer == h.sender:

@@ -53,6 +53,9 @@ class MessageRow:
     created_by: str | None
     replaces: str | None = None  # the undeliverable message this one re-seals (admin resend)
     purged_at: int | None = None  # when a purge removed form and envelope (digests stay)
+    # The exact body bytes sealed or opened, on a row being stored (kept in message_bodies;
+    # read back with ``message_body``), None on rows read from the database.
+    body: bytes | None = None
 
     @property
     def peer(self) -> str:
@@ -113,7 +116,16 @@ async def insert_message(tx: Transaction, m: MessageRow) -> bool:
             m.purged_at,
         ),
     )
+    if count == 1 and m.body is not None:
+        await tx.execute(
+            "INSERT INTO message_bodies (message_id, body) VALUES (?, ?)", (m.id, m.body)
+        )
     return count == 1
+
+
+async def message_body(db: Reader, message_id: str) -> bytes | None:
+    row = await db.fetchone("SELECT body FROM message_bodies WHERE message_id = ?", (message_id,))
+    return row[0] if row else None
 
 
 async def get_message(db: Reader, message_id: str) -> MessageRow | None:

@@ -109,6 +109,11 @@ def _case_age(r: Sequence[Any]) -> CaseAge:
 async def purge_case(tx: Transaction, case_id: str, now: int) -> int:
     """Remove the form and envelope bytes of every message of the thread; digests, receipts and
     evidence stay. Returns the number of messages purged."""
+    await tx.execute(
+        "DELETE FROM message_bodies WHERE message_id IN "
+        "(SELECT id FROM messages WHERE case_id = ?)",
+        (case_id,),
+    )
     return await tx.execute(
         "UPDATE messages SET form = '{}', envelope = ?, purged_at = ? "
         "WHERE case_id = ? AND purged_at IS NULL",

@@ -87,7 +87,18 @@ async def test_a_bundle_from_the_api_verifies_and_records_its_export(ar: Api, br
     trust = TrustRoot.from_json(ar.node.runtime.ctx.config.trust_root_path.read_bytes())
     report = verify_bundle(data, trust)
     exported = [e for _, e in report.evidence if e.event == "exported"]
-    assert [(e.message_id, e.actor) for e in exported] == [(sent, "auditor:auditor-AR")]
+    assert [(e.message_id, e.actor, e.detail) for e in exported] == [
+        (sent, "auditor:auditor-AR", "bundle")
+    ]
+    assert all(m.content is None for m in report.messages), "auditors see no content"
+
+    async with ar.node.http.get(
+        f"{ar.base}/api/v1/audit/bundles/{sent}", headers=ar.auth("clerk")
+    ) as resp:
+        assert resp.status == 200
+        clerks = verify_bundle(await resp.read(), trust)
+    assert [m.body is not None for m in clerks.messages] == [True]
+    assert any(e.detail == "bundle with content" for _, e in clerks.evidence)
     assert report.messages[0].receipt is not None
     assert report.messages[0].receipt.status == "delivered"
 

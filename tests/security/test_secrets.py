@@ -1,10 +1,12 @@
 """Secrets stay secret: a sentinel plaintext and every private key appear nowhere they should not.
 
 Real nodes over real mutual TLS, every logger captured at DEBUG. The sentinel travels inside a
-submitted form; the only place it may exist in clear is ``messages.form`` (the validated form, at
-the sender and at the recipient). Private keys (raw bytes, base64, hex, the TLS key's PEM body)
-appear in no log line, no database file, no envelope, no problem+json body, no OpenAPI or peers
-response. Clerk tokens are stored only as their SHA-256: the secret is not in the database files.
+submitted form; the only places it may exist in clear are ``messages.form`` (the validated form,
+at the sender and at the recipient) and ``message_bodies.body`` (the exact body both nodes'
+content digests commit to, for evidence bundles; purged with the form). Private keys (raw bytes,
+base64, hex, the TLS key's PEM body) appear in no log line, no database file, no envelope, no
+problem+json body, no OpenAPI or peers response. Clerk tokens are stored only as their SHA-256:
+the secret is not in the database files.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from mla_node.transport.http import (
 from tests.netkit import RunningNode, running_network, wait_for
 
 SENTINEL = "SENTINEL-7f3a9c1e-4b2d-plaintext-must-not-leak"
-MAY_HOLD_PLAINTEXT = {("messages", "form")}
+MAY_HOLD_PLAINTEXT = {("messages", "form"), ("message_bodies", "body")}
 
 
 def _forms_of(secret: bytes) -> list[bytes]:

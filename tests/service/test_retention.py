@@ -89,11 +89,13 @@ async def test_a_purge_keeps_what_is_open_queued_or_held_and_the_proof_of_the_re
         assert (report.kept_open, report.kept_held) == (2, 1)
         for message_id in [*in_retry, threaded, follow_up.id, held]:
             assert await kept(ar, message_id), message_id
+            assert await repo.message_body(ar.ctx.db, message_id) is not None
         for message_id in closed:
             message = await repo.get_message(ar.ctx.db, message_id)
             original = before[message_id]
             assert message is not None and original is not None
             assert not await kept(ar, message_id)
+            assert await repo.message_body(ar.ctx.db, message_id) is None, "the body goes too"
             assert message.purged_at == later
             assert message.envelope_sha256 == original.envelope_sha256
             view = await views.get_request(ar.ctx, AUDITOR, message_id)
