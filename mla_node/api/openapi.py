@@ -158,6 +158,14 @@ def _submission_name(form_type: str) -> str:
     return "Submit" + _camel(form_type)
 
 
+_HANDLING: Final[dict[str, Any]] = {
+    "enum": list(forms.HANDLING_CODES),
+    "description": "How far the content may travel at the receiving authority (A-55 Art. 25): "
+    "ordinary (within the authority), confidential (need to know; the default), "
+    "strictly_confidential (named officials only). It travels inside the signed envelope.",
+}
+
+
 def _submission_schema(form_type: str, *, follow_up: bool) -> dict[str, Any]:
     model = forms.form_model(form_type, forms.LATEST_VERSION[form_type])
     properties: dict[str, Any] = {
@@ -177,7 +185,12 @@ def _submission_schema(form_type: str, *, follow_up: bool) -> dict[str, Any]:
             "directory (see GET /api/v1/peers).",
         }
     properties["form"] = _form_ref(form_type)
-    schema = _object(properties, optional=("version",), description=model.__doc__ or "")
+    properties["handling"] = {
+        **_HANDLING,
+        "description": _HANDLING["description"] + " Left out: confidential for a request, the "
+        "handling of the message answered for a follow-up (never less strict than it).",
+    }
+    schema = _object(properties, optional=("version", "handling"), description=model.__doc__ or "")
     schema["title"] = _submission_name(form_type)
     schema["examples"] = [_example_body(form_type, follow_up=follow_up)]
     return schema
@@ -229,6 +242,7 @@ def _message_summary() -> dict[str, Any]:
                 "description": "The undeliverable message this one re-seals (an admin's resend); "
                 "null for every other message.",
             },
+            "handling": _HANDLING,
         },
         description="One message of a case: a request or a follow-up.",
     )

@@ -110,7 +110,7 @@ class BundleReport:
                         h.created_at,
                         f"content of {h.message_id} disclosed: {m.body.get('type')} form "
                         f"version {m.body.get('version')}, the very bytes whose digest "
-                        f"{self.node}'s log signed",
+                        f"{self.node}'s log signed; {_stamp(m.body)}",
                     )
                 )
             if m.receipt is not None:
@@ -124,6 +124,15 @@ class BundleReport:
             lines.append((e.at, f"{e.node}'s log #{seq}: {_describe(e, header)}"))
         lines.sort(key=lambda item: item[0])
         return [f"{_iso(at)}  {text}" for at, text in lines]
+
+
+def _stamp(body: dict[str, Any]) -> str:
+    """The handling code and use restriction a disclosed request travelled under, as signed."""
+    form = body.get("form") if isinstance(body.get("form"), dict) else {}
+    assert isinstance(form, dict)
+    restriction = form.get("stated_purpose") or form.get("use_restriction")
+    handling = str(body.get("handling") or "confidential").upper()
+    return f"HANDLING {handling}" + (f"; USE RESTRICTED TO: {restriction}" if restriction else "")
 
 
 def _describe(e: Evidence, header: Header | None) -> str:

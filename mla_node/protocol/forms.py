@@ -65,6 +65,19 @@ REQUEST_TYPES: Final[frozenset[str]] = frozenset(
 FOLLOW_UP_TYPES: Final[frozenset[str]] = ALL_TYPES - REQUEST_TYPES
 LATEST_VERSION: Final[dict[str, int]] = {t: max(v) for t, v in _REGISTRY.items()}
 
+# How far a message's content may travel at the receiving authority, least strict first. Requests
+# under the treaties are confidential by default (A-55 Art. 25); "strictly_confidential" is for
+# named officials only (e.g. where a person sought is), "ordinary" for what may be shared within
+# the authority. It travels inside the signed body; a follow-up is never handled less strictly
+# than its case.
+HANDLING_CODES: Final[tuple[str, ...]] = ("ordinary", "confidential", "strictly_confidential")
+DEFAULT_HANDLING: Final = "confidential"
+
+
+def stricter_handling(a: str, b: str) -> str:
+    return max(a, b, key=HANDLING_CODES.index)
+
+
 _REF_TEMPLATE: Final = "#/components/schemas/{model}"
 
 # A hostile body can hold thousands of bad keys; past this many, more detail helps nobody.

@@ -39,6 +39,7 @@ class Submission:
     version: int
     form: dict[str, Any]
     to: str | None
+    handling: str | None  # None: the default, or for a follow-up its case's
 
 
 def parse_submission(payload: object, *, follow_up: bool) -> Submission:
@@ -46,7 +47,7 @@ def parse_submission(payload: object, *, follow_up: bool) -> Submission:
     if not isinstance(payload, dict):
         raise MalformedBody("the body must be a JSON object")
     problems: list[FieldProblem] = []
-    allowed = {"type", "version", "form"} | (set() if follow_up else {"to"})
+    allowed = {"type", "version", "form", "handling"} | (set() if follow_up else {"to"})
     problems += [
         FieldProblem(k, "extra_field", "This field is not part of a submission.")
         for k in payload
@@ -66,6 +67,13 @@ def parse_submission(payload: object, *, follow_up: bool) -> Submission:
     version = payload.get("version", forms.LATEST_VERSION.get(str(form_type), 1))
     if not isinstance(version, int) or isinstance(version, bool):
         problems.append(FieldProblem("version", "invalid_type", "Must be an integer."))
+    handling = payload.get("handling")
+    if handling is not None and handling not in forms.HANDLING_CODES:
+        problems.append(
+            FieldProblem(
+                "handling", "invalid_value", f"Must be one of: {', '.join(forms.HANDLING_CODES)}."
+            )
+        )
     form = payload.get("form")
     if not isinstance(form, dict):
         problems.append(FieldProblem("form", "invalid_type", "Must be a JSON object."))
@@ -78,7 +86,13 @@ def parse_submission(payload: object, *, follow_up: bool) -> Submission:
     if problems:
         raise FormInvalid(f"{len(problems)} field(s) are invalid", problems=problems)
     assert isinstance(form_type, str) and isinstance(version, int) and isinstance(form, dict)
-    return Submission(form_type, version, form, to if isinstance(to, str) else None)
+    return Submission(
+        form_type,
+        version,
+        form,
+        to if isinstance(to, str) else None,
+        handling if isinstance(handling, str) else None,
+    )
 
 
 def body_hash(payload: object) -> bytes:
@@ -206,6 +220,13 @@ async def _send(
         restriction = await _use_restriction(ctx, reply_to.case_id)
         if restriction and "use_restriction" in form:
             form["use_restriction"] = restriction
+    handling = submission.handling or forms.DEFAULT_HANDLING
+    if reply_to is not None:  # never less strict than the message it answers
+        handling = (
+            forms.stricter_handling(reply_to.handling, submission.handling)
+            if submission.handling
+            else reply_to.handling
+        )
     row = seal_message(
         ctx,
         to=to,
@@ -215,6 +236,7 @@ async def _send(
         case_id=case_id,
         reply_to=reply_to.id if reply_to else None,
         replaces=None,
+        handling=handling,
         created_by=principal.name,
         now=now,
     )
@@ -271,6 +293,7 @@ def seal_message(
     replaces: str | None,
     created_by: str | None,
     now: int,
+    handling: str = forms.DEFAULT_HANDLING,
 ) -> repo.MessageRow:
     """Sign and encrypt a form for ``to`` as a new outbound message (not stored yet).
 
@@ -295,6 +318,7 @@ def seal_message(
         "form": form,
         "case": case,
         "reply_to": reply_to,
+        "handling": handling,
     }
     if replaces is not None:
         body["replaces"] = replaces
@@ -336,6 +360,7 @@ def seal_message(
         created_by=created_by,
         replaces=replaces,
         body=pack_body(body),
+        handling=handling,
     )
 
 

@@ -119,6 +119,7 @@ async def resend(ctx: NodeContext, principal: Principal, message_id: str) -> rep
             replaces=message.id,
             created_by=principal.name,
             now=now,
+            handling=message.handling,
         )
         if reseal
         else None

@@ -140,6 +140,10 @@ def _parse_body(opened: OpenedEnvelope) -> dict[str, Any]:
         )
     if replaces == mid:
         raise EnvelopeMalformed("a message cannot replace itself", field="body.replaces")
+    # Senders from before handling codes sent none: their messages were confidential.
+    handling = b.opt_text("handling", 32) or forms.DEFAULT_HANDLING
+    if handling not in forms.HANDLING_CODES:
+        raise EnvelopeMalformed(f"unknown handling code {handling!r}", field="body.handling")
     try:
         form = forms.validate_form(form_type, version, b.child("form").raw())
     except (FormInvalid, UnknownFormType) as exc:
@@ -152,6 +156,7 @@ def _parse_body(opened: OpenedEnvelope) -> dict[str, Any]:
         "case": case_id,
         "reply_to": reply_to,
         "replaces": replaces,
+        "handling": handling,
     }
 
 
@@ -187,6 +192,7 @@ async def _store(
             created_by=None,
             replaces=body["replaces"],
             body=opened.body_bytes,
+            handling=body["handling"],
         ),
     )
     receipt = sign_receipt(

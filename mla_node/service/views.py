@@ -37,6 +37,7 @@ def summary(m: repo.MessageRow) -> dict[str, Any]:
         "status": m.status,
         "created_at": iso(m.created_at),
         "replaces": m.replaces,
+        "handling": m.handling,
     }
 
 

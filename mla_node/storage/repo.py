@@ -56,6 +56,7 @@ class MessageRow:
     # The exact body bytes sealed or opened, on a row being stored (kept in message_bodies;
     # read back with ``message_body``), None on rows read from the database.
     body: bytes | None = None
+    handling: str = "confidential"  # protocol/forms.py HANDLING_CODES
 
     @property
     def peer(self) -> str:
@@ -82,12 +83,14 @@ class MessageRow:
             created_by=row["created_by"],
             replaces=row["replaces"],
             purged_at=row["purged_at"],
+            handling=row["handling"],
         )
 
 
 _MESSAGE_COLUMNS = (
     "id, direction, sender, recipient, case_id, in_reply_to, form_type, form_version, form, "
-    "status, envelope, envelope_sha256, created_at, updated_at, created_by, replaces, purged_at"
+    "status, envelope, envelope_sha256, created_at, updated_at, created_by, replaces, purged_at, "
+    "handling"
 )
 
 
@@ -95,7 +98,7 @@ async def insert_message(tx: Transaction, m: MessageRow) -> bool:
     """Insert; False when a message with this id already exists (the caller decides why)."""
     count = await tx.execute(
         f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES "  # noqa: S608 (constant columns)
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         (
             m.id,
             m.direction,
@@ -114,6 +117,7 @@ async def insert_message(tx: Transaction, m: MessageRow) -> bool:
             m.created_by,
             m.replaces,
             m.purged_at,
+            m.handling,
         ),
     )
     if count == 1 and m.body is not None:
