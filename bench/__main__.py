@@ -1,0 +1,171 @@
+"""mla_node's benchmarks, side by side with their peers, in one run: prints tables, writes JSON.
+
+    .venv/bin/python -m bench                      # everything, full size (3 to 5 minutes)
+    .venv/bin/python -m bench --quick              # CI-sized, under a minute on 2 cores
+    .venv/bin/python -m bench --only codec --only log --out results.json
+    .venv/bin/python -m bench --setup-competitors  # once: as4 and pyas2lib in their own venv
+
+Parts: ``codec`` (the message cycle in one process, against as4 and pyas2lib), ``e2e`` (two
+nodes on loopback against plain aiohttp) and ``log`` (offline verification of an evidence log).
+bench/README.md says how to read the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import codec, e2e, log_part
+from bench.common import ROOT, load_average, load_label
+
+PARTS = ("codec", "e2e", "log")
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit or None,
+    }
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (under 2 minutes)")
+    parser.add_argument(
+        "--only", action="append", choices=PARTS, help="run only this part (repeatable)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON file")
+    parser.add_argument(
+        "--sizes", help="codec payload sizes in bytes, comma-separated (default by --quick)"
+    )
+    parser.add_argument(
+        "--contenders",
+        default=",".join(codec.ALL_CONTENDERS),
+        help=f"codec contenders, comma-separated, of {', '.join(codec.ALL_CONTENDERS)}",
+    )
+    parser.add_argument(
+        "--seconds", type=float, help="measuring time per codec cell and per e2e level"
+    )
+    parser.add_argument(
+        "--competitors-python",
+        type=Path,
+        default=codec.COMPETITORS_VENV / "bin" / "python",
+        help="the Python of the venv holding as4 and pyas2lib",
+    )
+    parser.add_argument(
+        "--setup-competitors",
+        action="store_true",
+        help=f"create {codec.COMPETITORS_VENV.relative_to(ROOT)} with as4 and pyas2lib, and exit",
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.contenders.split(",")) - set(codec.ALL_CONTENDERS)
+    if unknown:
+        parser.error(f"unknown contender(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.setup_competitors:
+        python = codec.setup_competitors()
+        print(f"competitors installed: {python}")
+        return 0
+    parts = args.only or list(PARTS)
+    quick: bool = args.quick
+    results: dict[str, Any] = {
+        "format": "mla-node-bench/1",
+        "quick": quick,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "load_at_start": load_average(),
+        "parts": {},
+    }
+    m = results["machine"]
+    print(
+        f"mla_node bench ({'quick' if quick else 'full'}): {m['cpus']} CPUs {m['cpu_model']}, "
+        f"Python {m['python']}, load {load_label(results['load_at_start'])} (1/5/15 min)",
+        flush=True,
+    )
+    failed = False
+    for part in (p for p in PARTS if p in parts):
+        print(f"\n== {part}", flush=True)
+        result, text, ok = _run_part(part, args)
+        failed |= not ok
+        results["parts"][part] = result
+        print("\n" + text, flush=True)
+        _write(args.out, results)  # after every part: an interrupted run keeps what it measured
+    results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    results["load_at_end"] = load_average()
+    _write(args.out, results)
+    print(f"\nresults: {args.out.resolve()}")
+    return 1 if failed else 0
+
+
+def _progress(text: str) -> None:
+    print(text, flush=True)
+
+
+def _run_part(part: str, args: argparse.Namespace) -> tuple[dict[str, Any], str, bool]:
+    """Run one part; returns its results, its table and whether every measurement succeeded."""
+    quick: bool = args.quick
+    if part == "codec":
+        default_sizes = codec.QUICK_SIZES if quick else codec.FULL_SIZES
+        codec_settings = codec.CodecSettings(
+            sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else list(default_sizes),
+            contenders=args.contenders.split(","),
+            max_seconds=args.seconds or (1.0 if quick else 6.0),
+            max_count=100_000,
+            competitors_python=args.competitors_python,
+        )
+        result = codec.run(codec_settings, _progress)
+        ok = not any(r["status"] == "error" for r in result["rows"])
+        return result, codec.render(result), ok
+    if part == "e2e":
+        e2e_settings = e2e.E2ESettings(
+            levels=(1, 16, 64),
+            seconds=args.seconds or (2.0 if quick else 10.0),
+            warmup_s=0.5 if quick else 2.0,
+            max_ops=50_000 if quick else 500_000,
+        )
+        result = e2e.run(e2e_settings, _progress)
+        ok = not any(r["errors"] or r.get("not_delivered") for r in result["rows"])
+        return result, e2e.render(result), ok
+    result = log_part.run(log_part.QUICK_ENTRIES if quick else log_part.FULL_ENTRIES)
+    return result, log_part.render(result), result["status"] == "ok"
+
+
+def _write(path: Path, results: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
