@@ -10,6 +10,8 @@ Layout::
       registry.json       network, directory version, admitted nodes, revocations     0644
       directory.bin       the latest signed directory                                 0644
       issued/<STATE>.pem  the certificate last issued to each node                    0644
+      serve-tls.key       TLS key of the directory service (mla-node authority serve)  0600
+      serve-tls.pem       its certificate, issued by the network CA                    0644
       .lock               serialises the authority's commands                         0600
 
 ``registry.json`` is the source of truth; ``directory.bin`` is derived from it and signed by
@@ -65,6 +67,7 @@ __all__ = [
     "admit",
     "init_authority",
     "install_directory",
+    "load_ca",
     "load_trust_root",
     "publish",
     "remove_node",
@@ -258,6 +261,11 @@ def load_trust_root(path: Path) -> TrustRoot:
         return TrustRoot.from_json(data)
     except TrustError as exc:
         raise ConfigError(f"{path}: {exc.detail}", field=str(path)) from exc
+
+
+def load_ca(dir: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """The network CA's key and certificate, e.g. to certify the directory service."""
+    return _load_ca_key(dir), _load_ca_cert(dir)
 
 
 def install_directory(authority_dir: Path, target: Path) -> None:

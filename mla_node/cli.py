@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from mla_node import authority, localnet, supervisor
+from mla_node import authority, directory_server, localnet, supervisor
 from mla_node.cli_audit import audit_group
 from mla_node.cli_common import (
     DIR_OPTION,
@@ -34,7 +34,8 @@ from mla_node.cli_common import (
     EXIT_ERROR,
     FILE_OPTION,
 )
-from mla_node.config import NodeConfig, load_config
+from mla_node.cli_keys import keys_group
+from mla_node.config import NodeConfig, load_config, parse_config
 from mla_node.config_text import commented_config, node_init_config, node_init_title
 from mla_node.demo import (
     DEMO_STATES,
@@ -46,6 +47,7 @@ from mla_node.demo import (
 )
 from mla_node.errors import ConfigError, MlaError
 from mla_node.identity import REGISTRATION_FILE, check_node_fields, init_node, load_signing_key
+from mla_node.passphrase import configured_passphrase
 from mla_node.pki import write_public_file
 from mla_node.protocol import forms
 from mla_node.protocol.directory import OAS_STATES, verify_directory
@@ -96,6 +98,7 @@ def cli() -> None:
 
 
 cli.add_command(audit_group)
+cli.add_command(keys_group)
 
 
 def main() -> None:
@@ -196,6 +199,50 @@ def authority_revoke(kid: str, folder: Path) -> None:
     _echo_directory(folder, folder / authority.DIRECTORY_FILE, now)
 
 
+@authority_group.command("serve")
+@click.option("--dir", "folder", type=DIR_OPTION, required=True, help="Authority folder.")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8444",
+    show_default=True,
+    help="HOST:PORT to listen on (port 0: any free; 0.0.0.0 for every address).",
+)
+@click.option(
+    "--hostname",
+    "hostnames",
+    multiple=True,
+    help="Name nodes reach the service by, for its TLS certificate; repeat for several  "
+    "[default: the --listen host]",
+)
+@click.option(
+    "--ready-file", type=FILE_OPTION, help="Written (JSON: url) once the service listens."
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+def authority_serve(
+    folder: Path,
+    listen: str,
+    hostnames: tuple[str, ...],
+    ready_file: Path | None,
+    log_level: str,
+) -> None:
+    """Publish the signed directory (and the trust root) over HTTPS until SIGTERM or Ctrl-C.
+
+    Nodes whose keys.directory_url names https://HOSTNAME:PORT/directory.bin poll it and apply
+    each newer version without a restart. A directory published meanwhile (admit, publish,
+    revoke) is served at once; one that does not verify is not. The TLS certificate is issued
+    by the network CA at start (serve-tls.pem), so nodes trust it through their trust root.
+    """
+    host, port = directory_server.parse_listen(listen)
+    names = directory_server.serving_hostnames(host, list(hostnames))
+    _configure_logging(log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            directory_server.serve_until_stopped(
+                folder, host, port, names, ready_file=ready_file, say=click.echo
+            )
+        )
+
+
 # --- a node's folder -----------------------------------------------------------------------------
 
 
@@ -231,6 +278,17 @@ def node_group() -> None:
     type=click.IntRange(0, 65535),
     help="Port the peer endpoint listens on  [default: the endpoint's port, else 8443]",
 )
+@click.option(
+    "--passphrase-env",
+    metavar="VAR",
+    help="Seal the private key files with the passphrase in environment variable VAR; the node "
+    "reads it from VAR at start (keys.passphrase_env).",
+)
+@click.option(
+    "--passphrase-file",
+    type=FILE_OPTION,
+    help="Seal them with the first line of FILE (mode 0600) instead (keys.passphrase_file).",
+)
 def node_init(
     state: str,
     folder: Path,
@@ -239,12 +297,16 @@ def node_init(
     hostnames: tuple[str, ...],
     clerk_port: int,
     peer_port: int | None,
+    passphrase_env: str | None,
+    passphrase_file: Path | None,
 ) -> None:
     """Create a node's keys (keys/, private keys 0600), its config.toml and its registration.
 
     Nothing is overwritten. Send keys/registration.json to the network authority; once it has
     admitted the node, place the tls.pem it returns in keys/, and its trust-root.json and
-    directory.bin in the node's folder.
+    directory.bin in the node's folder. With --passphrase-env or --passphrase-file the private
+    key files are also sealed with a passphrase (scrypt, AES-256-GCM), which the node then needs
+    at every start.
     """
     state = state.upper()
     config_path = folder / "config.toml"
@@ -266,6 +328,8 @@ def node_init(
     config = node_init_config(
         state, name, endpoint, clerk_port=clerk_port, peer_port=peer_port, base_dir=folder
     )
+    config = _with_passphrase_source(config, passphrase_env, passphrase_file)
+    passphrase = configured_passphrase(config)  # the node's own reading of it, before any key
     registration = init_node(
         config.keys_dir,
         state=state,
@@ -274,13 +338,15 @@ def node_init(
         hostnames=names,
         suites=list(Suite),
         now_ms=int(_now().timestamp() * 1000),
+        passphrase=passphrase,
     )
     text = commented_config(config, title=node_init_title(state))
     write_public_file(config_path, text.encode())
     localnet.create_database_file(config.database_path)
     kids = _signing_kids(registration)
     click.echo(f"Node {state} initialised in {folder}.")
-    click.echo(f"  keys:           {config.keys_dir}  (private keys 0600)")
+    sealed = ", sealed with the passphrase" if passphrase else ""
+    click.echo(f"  keys:           {config.keys_dir}  (private keys 0600{sealed})")
     click.echo(f"  config:         {config_path}")
     click.echo(f"  registration:   {registration}")
     click.echo(f"  signing key id: {', '.join(kids)}")
@@ -298,6 +364,16 @@ def node_init(
         f"  3. Create a clerk token: mla-node token create --config {config_path} --role clerk"
     )
     click.echo(f"  4. Start the node:       mla-node run --config {config_path}")
+
+
+def _with_passphrase_source(config: NodeConfig, env: str | None, file: Path | None) -> NodeConfig:
+    if env is None and file is None:
+        return config
+    data = config.model_dump(mode="json")
+    data["keys"]["passphrase_env"] = env or ""
+    # Absolute: the config resolves relative paths against its own folder, not the shell's.
+    data["keys"]["passphrase_file"] = str(file.resolve()) if file else ""
+    return parse_config(data, config.base_dir)
 
 
 # --- tokens --------------------------------------------------------------------------------------
@@ -338,7 +414,7 @@ async def _create_token(config: NodeConfig, role: str, name: str) -> tuple[str, 
             role,
             name,
             int(time.time() * 1000),
-            signer=load_signing_key(config.keys_dir),
+            signer=load_signing_key(config.keys_dir, configured_passphrase(config)),
             state=config.node.state,
         )
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -51,6 +52,18 @@ class KeysSection(_Section):
         Path("keys"),
         description="Folder with this node's private keys (mode 0600) and TLS certificate.",
     )
+    passphrase_env: str = Field(
+        "",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
+        description="Name of the environment variable holding the passphrase the private key "
+        "files are sealed with (mla-node node init --passphrase-env), read at start. Empty: no "
+        "passphrase from the environment. Keys not sealed are read as they are.",
+    )
+    passphrase_file: str = Field(
+        "",
+        description="File (mode 0600) whose first line is that passphrase, instead of "
+        "keys.passphrase_env. Empty: none.",
+    )
     trust_root: Path = Field(
         Path("trust-root.json"), description="The network's trust root (root keys and TLS CA)."
     )
@@ -58,6 +71,42 @@ class KeysSection(_Section):
         Path("directory.bin"),
         description="The signed directory file; a newer version placed here is picked up live.",
     )
+    directory_url: str = Field(
+        "",
+        description="HTTPS URL of the network authority's directory service (mla-node authority "
+        "serve), e.g. https://authority.example:8444/directory.bin. Polled every "
+        "keys.directory_fetch_s; a newer directory is verified against the trust root, applied "
+        "live and written to keys.directory. Empty: only the keys.directory file is read.",
+    )
+    directory_ca: str = Field(
+        "",
+        description="PEM file of the CA that certifies the directory service's TLS certificate. "
+        "Empty: the network CA of keys.trust_root, which issues the certificate mla-node "
+        "authority serve presents.",
+    )
+    directory_fetch_s: float = Field(
+        60.0,
+        gt=0,
+        description="How often the directory service is asked for a newer version (seconds).",
+    )
+    directory_alert_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Log ALERT directory_stale (WARNING, ERROR once expired) when the directory "
+        "in use has less than this fraction of its lifetime left: 0.2 of a 30-day directory is "
+        "its last 6 days.",
+    )
+
+    @field_validator("directory_url")
+    @classmethod
+    def _https_only(cls, value: str) -> str:
+        url = urlsplit(value)
+        if value and (url.scheme != "https" or not url.hostname):
+            # Plain HTTP would let anyone on the path withhold newer directories unnoticed until
+            # the stale alert; the signature protects the content, TLS the freshness.
+            raise ValueError("must be an https:// URL with a host name, or empty")
+        return value
 
 
 class DeliverySection(_Section):
@@ -162,6 +211,10 @@ class NodeConfig(_Section):
     @property
     def directory_path(self) -> Path:
         return self.path(self.keys.directory)
+
+    @property
+    def directory_ca_path(self) -> Path | None:
+        return self.path(Path(self.keys.directory_ca)) if self.keys.directory_ca else None
 
 
 def parse_config(data: dict[str, Any], base_dir: Path) -> NodeConfig:

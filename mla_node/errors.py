@@ -319,6 +319,13 @@ class DeliveryError(MlaError):
     title = "The peer could not be reached or did not answer"
 
 
+class DirectoryUnavailable(DeliveryError):
+    """Transient: the node keeps the directory it has and asks the authority again later."""
+
+    code = "directory_unavailable"
+    title = "The network authority's directory service could not be reached or answered badly"
+
+
 # --- the operator's configuration -------------------------------------------------------------
 
 

@@ -11,6 +11,10 @@ Layout of a node's keys folder::
       registration.json         what the authority needs to admit the node     0644
       retired/<kind>-<kid>.key  keys replaced by a rotation                    0600
 
+Every private key file may instead be sealed with the node's passphrase (``passphrase.py``: scrypt
+and AES-256-GCM around the same contents); ``node init --passphrase-env`` seals them all, and a
+folder may mix sealed and plain files.
+
 There is one ``enc-*.key`` per suite the node accepts. ``<kind>`` is the name of the current file
 without ``.key`` (``signing``, ``enc-mlkem768x25519``, ``enc-x25519``). Retired encryption keys are
 kept because envelopes sealed to them may still be in flight or stored unopened; retired signing
@@ -28,7 +32,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +42,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from mla_node import passphrase as sealing
 from mla_node import pki
 from mla_node.errors import ConfigError, KeyFileError
 from mla_node.protocol import codec
@@ -61,11 +66,13 @@ __all__ = [
     "TLS_CERT_FILE",
     "TLS_KEY_FILE",
     "NodeIdentity",
+    "Rotation",
     "check_node_fields",
     "init_node",
     "load_identity",
     "registration_signing_bytes",
     "retired_key_path",
+    "rotate_keys",
 ]
 
 SIGNING_KEY_FILE = "signing.key"
@@ -96,7 +103,9 @@ class NodeIdentity:
     signing_key: SigningKey
     encryption_keys: dict[str, EncryptionKey]  # kid -> key, current and retired
     tls_cert_path: Path
-    tls_key_path: Path
+    tls_key_path: Path  # of a sealed tls.key: an in-memory copy OpenSSL can read
+    # What the keys were unsealed with, to reload the folder after a rotation.
+    passphrase: bytes | None = field(default=None, repr=False)
 
 
 def retired_key_path(keys_dir: Path, kind: str, kid: str) -> Path:
@@ -181,10 +190,12 @@ def init_node(
     suites: list[Suite],
     now_ms: int,
     key_valid_days: int = 730,
+    passphrase: bytes | None = None,
 ) -> Path:
     """Generate a node's keys in ``keys_dir`` and write ``registration.json``; return its path.
 
-    Never overwrites a key: losing an encryption key loses every envelope sealed to it.
+    Never overwrites a key: losing an encryption key loses every envelope sealed to it. With a
+    ``passphrase`` every private key file is sealed with it.
     """
     check_node_fields(
         state=state, authority_name=authority_name, endpoint=endpoint, hostnames=hostnames
@@ -195,8 +206,7 @@ def init_node(
         raise ConfigError(f"unknown suite: {exc}", field="suites") from exc
     if not suites:
         raise ConfigError("the node must accept at least one encryption suite", field="suites")
-    if key_valid_days < 1:
-        raise ConfigError("keys must be valid for at least one day", field="key_valid_days")
+    _check_valid_days(key_valid_days)
     existing = [
         name
         for name in (SIGNING_KEY_FILE, TLS_KEY_FILE, *ENCRYPTION_KEY_FILES.values())
@@ -209,21 +219,8 @@ def init_node(
             field=str(keys_dir / existing[0]),
         )
 
-    signing = generate_signing_key()
-    encryption = [generate_encryption_key(suite) for suite in suites]
+    signing, encryption = _new_message_keys(suites)
     tls_key = pki.new_tls_key()
-    not_after = now_ms + key_valid_days * _MS_PER_DAY
-
-    def entry(kid: str, use: str, alg: str, public: bytes) -> dict[str, Any]:
-        return {
-            "kid": kid,
-            "use": use,
-            "alg": alg,
-            "public": base64.b64encode(public).decode("ascii"),
-            "not_before": now_ms,
-            "not_after": not_after,
-        }
-
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"mla-node {state}")]))
@@ -236,21 +233,129 @@ def init_node(
         "endpoint": endpoint,
         "suites": [s.value for s in suites],
         "hostnames": list(hostnames),
+        "tls_csr_pem": csr.public_bytes(Encoding.PEM).decode("ascii"),
+    }
+    _write_message_keys(keys_dir, signing, encryption, passphrase)
+    sealing.write_key(keys_dir / TLS_KEY_FILE, pki.private_key_pem(tls_key), passphrase)
+    # Last, so that a registration on disk always has its private keys beside it.
+    return _write_registration(
+        keys_dir, body, signing, encryption, now_ms, now_ms + key_valid_days * _MS_PER_DAY
+    )
+
+
+@dataclass(frozen=True)
+class Rotation:
+    registration: Path
+    retired: dict[str, Path]  # kid -> the retired file now holding it
+    signing_kid: str  # the new one
+
+
+def rotate_keys(
+    keys_dir: Path, *, now_ms: int, passphrase: bytes | None = None, key_valid_days: int = 730
+) -> Rotation:
+    """Replace the node's signing and encryption keys; write the registration of the new ones.
+
+    The current keys move to ``retired/`` (the node keeps opening envelopes sealed to them and
+    can still prove what it signed); the TLS key stays, so the authority can keep the node's
+    certificate and no peer's pinned connection breaks. New files are sealed when there is a
+    ``passphrase``, which must also open the current keys: they are checked first, so a wrong
+    one changes nothing. Each current key is copied to ``retired/`` before its file is replaced,
+    so a crash at any point leaves every key in the folder.
+    """
+    _check_valid_days(key_valid_days)
+    current = load_identity(keys_dir, passphrase)
+    try:
+        old = json.loads((keys_dir / REGISTRATION_FILE).read_bytes())
+        body = {k: old[k] for k in _REGISTRATION_NODE_FIELDS}
+        suites = [Suite(s) for s in old["suites"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KeyFileError(
+            f"{keys_dir / REGISTRATION_FILE} cannot be read as this node's registration: {exc}",
+            field=str(keys_dir / REGISTRATION_FILE),
+        ) from exc
+    signing, encryption = _new_message_keys(suites)
+    retired: dict[str, Path] = {}
+    kinds = {_SIGNING_KIND: current.signing_key.kid}
+    for suite in suites:
+        name = ENCRYPTION_KEY_FILES[suite]
+        kinds[name.removesuffix(".key")] = _load_encryption_key(
+            keys_dir / name, suite, passphrase
+        ).kid
+    for kind, kid in kinds.items():
+        target = retired_key_path(keys_dir, kind, kid)
+        # The bytes as they are: a sealed key stays sealed, a plain one stays readable without
+        # the passphrase it never had.
+        pki.write_private_file(target, pki.read_private_file(keys_dir / f"{kind}.key"))
+        retired[kid] = target
+    _write_message_keys(keys_dir, signing, encryption, passphrase)
+    registration = _write_registration(
+        keys_dir, body, signing, encryption, now_ms, now_ms + key_valid_days * _MS_PER_DAY
+    )
+    return Rotation(registration, retired, signing.kid)
+
+
+# What a rotation carries over from the registration it replaces (the keys are new).
+_REGISTRATION_NODE_FIELDS = (
+    "format",
+    "state",
+    "authority_name",
+    "endpoint",
+    "suites",
+    "hostnames",
+    "tls_csr_pem",
+)
+
+
+def _check_valid_days(key_valid_days: int) -> None:
+    if key_valid_days < 1:
+        raise ConfigError("keys must be valid for at least one day", field="key_valid_days")
+
+
+def _new_message_keys(suites: list[Suite]) -> tuple[SigningKey, list[EncryptionKey]]:
+    return generate_signing_key(), [generate_encryption_key(suite) for suite in suites]
+
+
+def _write_message_keys(
+    keys_dir: Path,
+    signing: SigningKey,
+    encryption: list[EncryptionKey],
+    passphrase: bytes | None,
+) -> None:
+    sealing.write_key(keys_dir / SIGNING_KEY_FILE, signing.private_bytes(), passphrase)
+    for key in encryption:
+        sealing.write_key(keys_dir / ENCRYPTION_KEY_FILES[key.suite], key.private_raw, passphrase)
+
+
+def _write_registration(
+    keys_dir: Path,
+    node_fields: dict[str, Any],
+    signing: SigningKey,
+    encryption: list[EncryptionKey],
+    not_before: int,
+    not_after: int,
+) -> Path:
+    """Sign ``node_fields`` plus the keys' public halves with ``signing``; write the file."""
+
+    def entry(kid: str, use: str, alg: str, public: bytes) -> dict[str, Any]:
+        return {
+            "kid": kid,
+            "use": use,
+            "alg": alg,
+            "public": base64.b64encode(public).decode("ascii"),
+            "not_before": not_before,
+            "not_after": not_after,
+        }
+
+    body = {
+        **node_fields,
         "keys": [
             entry(signing.kid, "sign", SIGNING_ALG, signing.public),
             *(entry(k.kid, "encrypt", k.suite.value, k.public) for k in encryption),
         ],
-        "tls_csr_pem": csr.public_bytes(Encoding.PEM).decode("ascii"),
     }
     body["signature"] = base64.b64encode(signing.sign(registration_signing_bytes(body))).decode(
         "ascii"
     )
-
-    pki.write_private_file(keys_dir / SIGNING_KEY_FILE, signing.private_bytes())
-    for key in encryption:
-        pki.write_private_file(keys_dir / ENCRYPTION_KEY_FILES[key.suite], key.private_raw)
-    pki.write_private_file(keys_dir / TLS_KEY_FILE, pki.private_key_pem(tls_key))
-    # Last, so that a registration on disk always has its private keys beside it.
     registration = keys_dir / REGISTRATION_FILE
     pki.write_public_file(registration, json.dumps(body, indent=2).encode("ascii") + b"\n")
     return registration
@@ -259,28 +364,32 @@ def init_node(
 # --- loading a node's keys ----------------------------------------------------------------------
 
 
-def load_identity(keys_dir: Path) -> NodeIdentity:
-    """Load and cross-check the keys a node needs to run; any problem names the file at fault."""
+def load_identity(keys_dir: Path, passphrase: bytes | None = None) -> NodeIdentity:
+    """Load and cross-check the keys a node needs to run; any problem names the file at fault.
+
+    Sealed key files are opened with ``passphrase``; plain ones are read as they are.
+    """
     if not keys_dir.is_dir():
         raise KeyFileError(
             f"keys folder {keys_dir} does not exist; create the node's keys first",
             field=str(keys_dir),
         )
-    signing = _load_signing_key(keys_dir / SIGNING_KEY_FILE)
+    signing = _load_signing_key(keys_dir / SIGNING_KEY_FILE, passphrase)
     encryption: dict[str, EncryptionKey] = {}
     for suite, name in ENCRYPTION_KEY_FILES.items():
         if (keys_dir / name).exists():
-            key = _load_encryption_key(keys_dir / name, suite)
+            key = _load_encryption_key(keys_dir / name, suite, passphrase)
             encryption[key.kid] = key
     if not encryption:
         raise KeyFileError(
             f"{keys_dir} holds no encryption key ({', '.join(ENCRYPTION_KEY_FILES.values())})",
             field=str(keys_dir),
         )
-    encryption.update(_load_retired(keys_dir / RETIRED_DIR))
+    encryption.update(_load_retired(keys_dir / RETIRED_DIR, passphrase))
 
     tls_key_path, tls_cert_path = keys_dir / TLS_KEY_FILE, keys_dir / TLS_CERT_FILE
-    tls_key_pem = pki.read_private_file(tls_key_path)
+    tls_key_file = pki.read_private_file(tls_key_path)
+    tls_key_pem = sealing.unseal(tls_key_file, passphrase, tls_key_path)
     try:
         tls_key = pki.load_ec_private_key_pem(tls_key_pem)
     except KeyFileError as exc:
@@ -310,11 +419,14 @@ def load_identity(keys_dir: Path) -> NodeIdentity:
             "admitted again with its current registration.json",
             field=str(tls_cert_path),
         )
-    return NodeIdentity(signing, encryption, tls_cert_path, tls_key_path)
+    if sealing.is_sealed(tls_key_file):
+        # OpenSSL reads the key from a path and knows nothing of our sealing.
+        tls_key_path = sealing.memory_file(tls_key_pem, TLS_KEY_FILE)
+    return NodeIdentity(signing, encryption, tls_cert_path, tls_key_path, passphrase)
 
 
-def _load_signing_key(path: Path) -> SigningKey:
-    raw = pki.read_private_file(path)
+def _load_signing_key(path: Path, passphrase: bytes | None) -> SigningKey:
+    raw = sealing.read_key(path, passphrase)
     try:
         return SigningKey.from_private_bytes(raw)
     except ValueError as exc:
@@ -323,8 +435,8 @@ def _load_signing_key(path: Path) -> SigningKey:
         ) from exc
 
 
-def _load_encryption_key(path: Path, suite: Suite) -> EncryptionKey:
-    key = EncryptionKey(suite, pki.read_private_file(path))
+def _load_encryption_key(path: Path, suite: Suite, passphrase: bytes | None) -> EncryptionKey:
+    key = EncryptionKey(suite, sealing.read_key(path, passphrase))
     try:
         _ = key.kid  # deriving the public key is what validates the private bytes
     except ValueError as exc:
@@ -332,7 +444,7 @@ def _load_encryption_key(path: Path, suite: Suite) -> EncryptionKey:
     return key
 
 
-def _load_retired(retired_dir: Path) -> dict[str, EncryptionKey]:
+def _load_retired(retired_dir: Path, passphrase: bytes | None) -> dict[str, EncryptionKey]:
     if not retired_dir.is_dir():
         return {}
     keys: dict[str, EncryptionKey] = {}
@@ -341,9 +453,9 @@ def _load_retired(retired_dir: Path) -> dict[str, EncryptionKey]:
         # The kid in the name is checked against the key, so a misnamed or swapped file is found
         # now rather than when an old envelope fails to open.
         if kind == _SIGNING_KIND:
-            found = _load_signing_key(path).kid
+            found = _load_signing_key(path, passphrase).kid
         elif kind in _ENCRYPTION_KINDS:
-            key = _load_encryption_key(path, _ENCRYPTION_KINDS[kind])
+            key = _load_encryption_key(path, _ENCRYPTION_KINDS[kind], passphrase)
             keys[key.kid] = key
             found = key.kid
         else:
@@ -357,6 +469,6 @@ def _load_retired(retired_dir: Path) -> dict[str, EncryptionKey]:
     return keys
 
 
-def load_signing_key(keys_dir: Path) -> SigningKey:
+def load_signing_key(keys_dir: Path, passphrase: bytes | None = None) -> SigningKey:
     """The node's signing key alone: enough to sign log entries before the node is admitted."""
-    return _load_signing_key(keys_dir / SIGNING_KEY_FILE)
+    return _load_signing_key(keys_dir / SIGNING_KEY_FILE, passphrase)

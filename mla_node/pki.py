@@ -177,7 +177,7 @@ def new_ca(
         .not_valid_before(now - CLOCK_SKEW_ALLOWANCE)
         .not_valid_after(now + timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .add_extension(key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -224,7 +224,7 @@ def issue_node_certificate(
         .not_valid_after(now + timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         # A TLS 1.3 ECDSA key only ever signs the handshake.
-        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .add_extension(key_usage(digital_signature=True), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -234,19 +234,19 @@ def issue_node_certificate(
         .add_extension(
             x509.SubjectAlternativeName(
                 [
-                    *_general_names(hostnames),
+                    *general_names(hostnames),
                     x509.UniformResourceIdentifier(STATE_URI_PREFIX + state),
                 ]
             ),
             critical=False,
         )
-        .add_extension(_authority_key_identifier(ca_key, ca_cert), critical=False)
+        .add_extension(authority_key_identifier(ca_key, ca_cert), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(node_public_key), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
 
-def _key_usage(
+def key_usage(
     *, digital_signature: bool = False, key_cert_sign: bool = False, crl_sign: bool = False
 ) -> x509.KeyUsage:
     return x509.KeyUsage(
@@ -269,7 +269,7 @@ def _require_aware(now: datetime) -> None:
         raise ValueError("now must be a timezone-aware datetime")
 
 
-def _general_names(hostnames: list[str]) -> list[x509.GeneralName]:
+def general_names(hostnames: list[str]) -> list[x509.GeneralName]:
     if not hostnames:
         raise ConfigError(
             "a node certificate needs at least one hostname or IP address", field="hostnames"
@@ -291,7 +291,7 @@ def _general_names(hostnames: list[str]) -> list[x509.GeneralName]:
     return list(dict.fromkeys(names))
 
 
-def _authority_key_identifier(
+def authority_key_identifier(
     ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
 ) -> x509.AuthorityKeyIdentifier:
     # Reuse the CA's own SKI when it has one: chain building matches AKI to SKI byte for byte, and

@@ -23,8 +23,10 @@ from aiohttp import web
 from mla_node import crashpoints, pki
 from mla_node.api.app import make_clerk_app
 from mla_node.config import NodeConfig
+from mla_node.directory_client import source_for_config
 from mla_node.errors import ConfigError, MlaError
 from mla_node.identity import load_identity
+from mla_node.passphrase import configured_passphrase
 from mla_node.protocol.directory import TrustRoot
 from mla_node.protocol.envelope import MAX_ENVELOPE
 from mla_node.protocol.witness import ConsistencyProof
@@ -71,7 +73,7 @@ class NodeRuntime:
             crashpoints.check_environment()
         except ValueError as exc:
             raise ConfigError(f"{crashpoints.ENV_VAR}: {exc}", field=crashpoints.ENV_VAR) from exc
-        identity = load_identity(config.keys_dir)
+        identity = load_identity(config.keys_dir, configured_passphrase(config))
         try:
             trust_root = TrustRoot.from_json(config.trust_root_path.read_bytes())
         except OSError as exc:
@@ -82,7 +84,14 @@ class NodeRuntime:
         db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
         runners: list[web.AppRunner] = []
         try:
-            trust = TrustKeeper(trust_root, config.directory_path, db, clock)
+            trust = TrustKeeper(
+                trust_root,
+                config.directory_path,
+                db,
+                clock,
+                source=source_for_config(config, trust_root),
+                alert_fraction=config.keys.directory_alert_fraction,
+            )
             await trust.start()
             ctx = NodeContext(config=config, db=db, identity=identity, trust=trust, clock=clock)
             await audit_log.checkpoint(ctx)  # a signed head of the log as it stands at start
@@ -101,7 +110,10 @@ class NodeRuntime:
             raise
         await runtime.deliverer.start()
         runtime.tasks.append(
-            asyncio.create_task(trust.poll(config.delivery.directory_poll_s), name="directory")
+            asyncio.create_task(
+                trust.poll(config.delivery.directory_poll_s, config.keys.directory_fetch_s),
+                name="directory",
+            )
         )
         runtime.tasks.append(
             asyncio.create_task(
@@ -210,6 +222,7 @@ class NodeRuntime:
         for runner in reversed(self.runners):
             await runner.cleanup()
         await self.transport.close()
+        await self.ctx.trust.close()
         await self.ctx.db.close()
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tests: lint (ruff), types (mypy --strict), then pytest.
+# The tests: lint (ruff), types (mypy --strict), the compose file (offline), then pytest.
 #   scripts/test.sh            everything CI runs
 #   scripts/test.sh --fast     the inner loop: no multi-process or long tests (-m "not slow")
 #   MLA_FULL=1 scripts/test.sh heavy sizes (long fuzzing) where tests support them
@@ -13,6 +13,7 @@ for a in "$@"; do
 done
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict"; .venv/bin/mypy
+echo "== docker compose config -q"; bash scripts/check_compose.sh
 echo "== pytest"
 set +e
 .venv/bin/pytest "${fast[@]}" "${args[@]}"

@@ -480,7 +480,8 @@ def _schemas() -> dict[str, Any]:
             "who placed it, when and why (the first hold is kept when a case is held again).",
         ),
         "HoldBody": _object(
-            {"reason": {"type": "string", "minLength": 1, "maxLength": 500}},
+            # null is what retention.set_hold takes it for: no reason.
+            {"reason": _nullable({"type": "string", "minLength": 1, "maxLength": 500})},
             optional=("reason",),
             description="Why the case is held (a court order's reference, say). Optional.",
         ),

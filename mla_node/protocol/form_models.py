@@ -44,10 +44,19 @@ PATTERN_HINTS: dict[str, str] = {
     COUNTRY_PATTERN: "Must be a two-letter country code in capitals (ISO 3166), such as AR.",
 }
 
-Line = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=ONE_LINE_PATTERN)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=4_000, pattern=MULTI_LINE_PATTERN)]
+# The models strip surrounding whitespace before checking the length, so a blank string is too
+# short; the JSON Schema says so too. The characters pydantic-core's trim removes (Unicode
+# White_Space), spelled out: regex engines disagree on what ``\s`` matches.
+BLANK_PATTERN = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+_NOT_BLANK = Field(json_schema_extra={"not": {"pattern": BLANK_PATTERN}})
+Line = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=ONE_LINE_PATTERN), _NOT_BLANK
+]
+Text = Annotated[
+    str, StringConstraints(min_length=1, max_length=4_000, pattern=MULTI_LINE_PATTERN), _NOT_BLANK
+]
 LongText = Annotated[
-    str, StringConstraints(min_length=1, max_length=20_000, pattern=MULTI_LINE_PATTERN)
+    str, StringConstraints(min_length=1, max_length=20_000, pattern=MULTI_LINE_PATTERN), _NOT_BLANK
 ]
 CountryCode = Annotated[str, StringConstraints(min_length=2, max_length=2, pattern=COUNTRY_PATTERN)]
 Email = Annotated[str, StringConstraints(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
@@ -231,6 +240,22 @@ _DOCUMENT_FIELDS = tuple(dict.fromkeys(f for fields in _BASIS_DOCUMENTS.values()
 class FormExtraditionRequestV1(_FormModel):
     """Formal request for extradition (OAS B-47)."""
 
+    # _required_by_basis, for readers of the JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"basis": {"const": basis}}, "required": ["basis"]},
+                    "then": {
+                        "required": list(fields),
+                        "properties": {field: {"not": {"type": "null"}} for field in fields},
+                    },
+                }
+                for basis, fields in _BASIS_DOCUMENTS.items()
+            ]
+        }
+    )
+
     case_reference: CaseReference
     channel: Literal["diplomatic", "consular", "government_to_government"] = Field(
         description="How the request is transmitted."
@@ -287,7 +312,8 @@ class FormProvisionalArrestV1(_FormModel):
         description="The arrest warrant or the judgment on which the request rests."
     )
     formal_request_will_follow: bool = Field(
-        description="The requesting state undertakes to send the formal extradition request."
+        description="The requesting state undertakes to send the formal extradition request.",
+        json_schema_extra={"const": True},  # _undertaking_given refuses false
     )
     formal_request_due_days: int = Field(
         default=60,

@@ -68,7 +68,7 @@ def parse_submission(payload: object, *, follow_up: bool) -> Submission:
     if not isinstance(version, int) or isinstance(version, bool):
         problems.append(FieldProblem("version", "invalid_type", "Must be an integer."))
     handling = payload.get("handling")
-    if handling is not None and handling not in forms.HANDLING_CODES:
+    if "handling" in payload and handling not in forms.HANDLING_CODES:
         problems.append(
             FieldProblem(
                 "handling", "invalid_value", f"Must be one of: {', '.join(forms.HANDLING_CODES)}."

@@ -86,7 +86,9 @@ class NodeContext:
         old key keeps signing (inside the overlap window the authority left it).
         """
         try:
-            fresh = await asyncio.to_thread(load_identity, self.config.keys_dir)
+            fresh = await asyncio.to_thread(
+                load_identity, self.config.keys_dir, self.identity.passphrase
+            )
         except MlaError as exc:
             log.error("keys folder not reloaded, the loaded keys stay in use: %s", exc)
             return

@@ -1,79 +1,41 @@
 """Key rollover under steady traffic, and revocation, across real nodes over real mutual TLS.
 
-A node rotates its signing and encryption keys: new keys in ``keys/``, the old ones moved to
-``keys/retired/`` (identity.py's layout), a new registration admitted by the authority with an
-overlap window and the same TLS certificate, the directory published to every node, which each
-pick up live. Traffic never stops: 0 deliveries fail, and receipts and evidence signed with the
-old keys still verify once the overlap has ended. A revoked key is refused by every peer within
-one directory refresh.
+A node rotates its signing and encryption keys with ``mla-node keys rotate``: new keys in
+``keys/``, the old ones kept in ``keys/retired/`` (identity.py's layout), a new registration
+admitted by the authority with an overlap window and the same TLS certificate, the directory
+published to every node, which each pick up live. Traffic never stops: 0 deliveries fail, and
+receipts and evidence signed with the old keys still verify once the overlap has ended. A revoked
+key is refused by every peer within one directory refresh.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
-from mla_node import authority, pki
-from mla_node.identity import (
-    ENCRYPTION_KEY_FILES,
-    REGISTRATION_FILE,
-    SIGNING_KEY_FILE,
-    registration_signing_bytes,
-    retired_key_path,
-)
-from mla_node.localnet import publish_directory
-from mla_node.protocol.keys import Suite, generate_encryption_key, generate_signing_key
+from mla_node import authority
+from mla_node.cli import cli
+from mla_node.identity import REGISTRATION_FILE
+from mla_node.localnet import LocalNode, publish_directory
 from tests.netkit import Network, RunningNode, running_network, wait_for
 
 OVERLAP_S = 5
 POLL_S = 1.0  # localnet's delivery.directory_poll_s
 
 
-def rotate_keys(keys_dir: Path, now_ms: int) -> Path:
-    """What an operator's ``rotate`` does: new signing and encryption keys, the old ones moved to
-    ``retired/``, and a new signed registration (same TLS key, so the same certificate)."""
-    old = json.loads((keys_dir / REGISTRATION_FILE).read_bytes())
-    signing = generate_signing_key()
-    suites = [Suite(s) for s in old["suites"]]
-    encryption = [generate_encryption_key(s) for s in suites]
-    not_after = max(k["not_after"] for k in old["keys"])
-
-    def entry(kid: str, use: str, alg: str, public: bytes) -> dict[str, Any]:
-        return {
-            "kid": kid,
-            "use": use,
-            "alg": alg,
-            "public": base64.b64encode(public).decode("ascii"),
-            "not_before": now_ms,
-            "not_after": not_after,
-        }
-
-    for k in old["keys"]:
-        kind = "signing" if k["use"] == "sign" else ENCRYPTION_KEY_FILES[Suite(k["alg"])][:-4]
-        current = keys_dir / f"{kind}.key"
-        target = retired_key_path(keys_dir, kind, k["kid"])
-        target.parent.mkdir(mode=0o700, exist_ok=True)
-        pki.write_private_file(target, pki.read_private_file(current))
-        current.unlink()
-    pki.write_private_file(keys_dir / SIGNING_KEY_FILE, signing.private_bytes())
-    for key in encryption:
-        pki.write_private_file(keys_dir / ENCRYPTION_KEY_FILES[key.suite], key.private_raw)
-    body = {k: v for k, v in old.items() if k not in ("keys", "signature")}
-    body["keys"] = [
-        entry(signing.kid, "sign", "ed25519", signing.public),
-        *(entry(k.kid, "encrypt", k.suite.value, k.public) for k in encryption),
-    ]
-    body["signature"] = base64.b64encode(signing.sign(registration_signing_bytes(body))).decode()
-    path = keys_dir / REGISTRATION_FILE
-    pki.write_public_file(path, json.dumps(body, indent=2).encode("ascii") + b"\n")
-    return path
+def rotate_keys(node: LocalNode) -> Path:
+    """``mla-node keys rotate``, as the operator runs it; the new registration's path."""
+    result = CliRunner().invoke(
+        cli, ["keys", "rotate", "--config", str(node.config_path)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.stderr
+    return node.config.keys_dir / REGISTRATION_FILE
 
 
 async def traffic(
@@ -111,8 +73,8 @@ async def test_rotation_under_traffic_loses_nothing_and_old_proofs_verify(tmp_pa
         await asyncio.sleep(1.5)
         before = list(sent)  # sealed with, and answered under, the old keys
 
+        registration = rotate_keys(ar.local)
         now = dt.datetime.now(dt.UTC)
-        registration = rotate_keys(keys_dir, int(now.timestamp() * 1000))
         result = authority.admit(
             tmp_path / "authority",
             registration,
