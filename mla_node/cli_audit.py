@@ -30,14 +30,27 @@ def audit_group() -> None:
 
 @audit_group.command("export")
 @click.option("--db", "db_path", type=FILE_OPTION, required=True, help="The node's database.")
-@click.option("-o", "--output", type=FILE_OPTION, required=True, help="JSON Lines file to write.")
-def audit_export(db_path: Path, output: Path) -> None:
+@click.option("-o", "--output", type=FILE_OPTION, required=True, help="File to write.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: the verifiable export; csv: the records decoded, for reading.",
+)
+def audit_export(db_path: Path, output: Path, output_format: str) -> None:
     """Write the node's whole evidence log as JSON Lines: its checkpoints, then every record with
-    its inclusion proof against the newest checkpoint.
+    its inclusion proof against the newest checkpoint (`audit verify --export` checks it). With
+    --format csv, one row per record, decoded but not verified: a reading aid.
 
     Opens the database read-only, so it works while the node runs.
     """
     log = auditor.read_database(db_path)
+    if output_format == "csv":
+        rows = auditor.write_csv(log, output)
+        click.echo(f"Wrote {rows} record(s) of {log.node or 'an unknown node'} to {output} (CSV).")
+        return
     lines = auditor.write_export(log, output)
     click.echo(
         f"Exported {len(log.entries)} evidence record(s) and {len(log.checkpoints)} "

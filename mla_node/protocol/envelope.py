@@ -174,6 +174,10 @@ def read_header(
         raise EnvelopeUnsupportedVersion(f"protocol version {version} is not supported")
     if not all(isinstance(x, bytes) for x in (header_bytes, ciphertext, signature)):
         raise EnvelopeMalformed("header, ciphertext and signature must be bin")
+    if codec.pack(outer) != data:
+        # The outer array is not signed: another encoding of the same members would verify
+        # too, under another digest (receipts and evidence name envelopes by digest).
+        raise EnvelopeMalformed("the envelope is not in its canonical encoding")
     h = codec.Fields(
         codec.unpack(header_bytes, error=EnvelopeMalformed, max_bytes=MAX_HEADER, max_depth=1),
         EnvelopeMalformed,

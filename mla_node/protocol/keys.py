@@ -11,13 +11,14 @@ import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from nacl.bindings import crypto_sign_BYTES, crypto_sign_open, crypto_sign_PUBLICKEYBYTES
+from nacl.exceptions import CryptoError
 
 SIGNING_ALG = "ed25519"
 
@@ -81,9 +82,17 @@ def public_bytes_ed25519(key: Ed25519PublicKey) -> bytes:
 
 
 def verify_ed25519(public: bytes, signature: bytes, message: bytes) -> bool:
+    """Ed25519 through libsodium, which verifies about twice as fast as OpenSSL on this CPU: a
+    whole-log audit spends most of its time here. libsodium is also stricter (it refuses
+    small-order and non-canonical public keys and R points, which OpenSSL accepts), so the
+    difference can only turn an accepted signature into a refused one. Signing stays with
+    ``cryptography``: the signatures are the same bytes either way."""
+    # PyNaCl hands the key pointer to libsodium unchecked, which reads 32 bytes from it.
+    if len(public) != crypto_sign_PUBLICKEYBYTES or len(signature) != crypto_sign_BYTES:
+        return False
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
-    except (InvalidSignature, ValueError):
+        crypto_sign_open(signature + message, public)
+    except CryptoError:
         return False
     return True
 

@@ -2,8 +2,9 @@
 
 Wire form: msgpack array ``[1, kid, body, signature]`` where ``body`` is a ``bin`` holding the
 msgpack map of the object and ``signature`` is Ed25519 over ``pae(domain, kid, body)``.
-Verifying is the only way to the body: ``open_signed`` decodes the body only after the signature
-verified against a key the caller's lookup returned.
+Verifying is the only way to a body anything is decided on: ``open_signed`` decodes the body only
+after the signature verified against a key the caller's lookup returned. ``peek_signed`` decodes
+without verifying, for showing a reader what an object claims and nothing else.
 """
 
 from __future__ import annotations
@@ -47,6 +48,25 @@ def open_signed(
     max_bytes: int = MAX_SIGNED_OBJECT,
 ) -> SignedObject:
     """Verify and decode. ``public_key_for(kid)`` raises when the kid is not acceptable."""
+    kid, body_bytes, signature = _container(data, error, where, max_bytes)
+    public = public_key_for(kid)
+    if not verify_ed25519(public, signature, codec.pae(domain, kid.encode(), body_bytes)):
+        raise error(f"{where}: signature does not verify", field=f"{where}.signature")
+    return _decoded(kid, body_bytes, data, error, where, max_bytes)
+
+
+def peek_signed(
+    data: bytes, error: type[MlaError], where: str, max_bytes: int = MAX_SIGNED_OBJECT
+) -> SignedObject:
+    """The object as it says it is, its signature NOT checked: only to show a reader what it
+    claims (e.g. a log as CSV), never to decide anything."""
+    kid, body_bytes, _ = _container(data, error, where, max_bytes)
+    return _decoded(kid, body_bytes, data, error, where, max_bytes)
+
+
+def _container(
+    data: bytes, error: type[MlaError], where: str, max_bytes: int
+) -> tuple[str, bytes, bytes]:
     outer = codec.expect_array(
         codec.unpack(data, error=error, max_bytes=max_bytes, max_depth=2), 4, error, where
     )
@@ -59,9 +79,16 @@ def open_signed(
         or not isinstance(signature, bytes)
     ):
         raise error(f"{where}: container fields have the wrong types")
-    public = public_key_for(kid)
-    if not verify_ed25519(public, signature, codec.pae(domain, kid.encode(), body_bytes)):
-        raise error(f"{where}: signature does not verify", field=f"{where}.signature")
+    if codec.pack(outer) != data:
+        # The container itself is not signed: another encoding of the same members (a longer
+        # integer or length prefix) would verify too, under another digest. Only ours is taken.
+        raise error(f"{where}: not in its canonical encoding")
+    return kid, body_bytes, signature
+
+
+def _decoded(
+    kid: str, body_bytes: bytes, data: bytes, error: type[MlaError], where: str, max_bytes: int
+) -> SignedObject:
     body = codec.unpack(body_bytes, error=error, max_bytes=max_bytes)
     return SignedObject(kid, codec.Fields(body, error, where), data)
 

@@ -14,11 +14,13 @@ import tracemalloc
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mla_node.errors import EnvelopeError
+from mla_node.errors import EnvelopeError, ReceiptError
 from mla_node.protocol import forms
+from mla_node.protocol.receipts import DELIVERED, sign_receipt, verify_receipt
 from tests.factory import NOW, TestNetwork, make_network
 
 EXAMPLES = 100_000 if os.environ.get("MLA_FULL") else 3_000
@@ -119,3 +121,28 @@ def test_arbitrary_bytes_are_refused_with_our_own_error(data: bytes) -> None:
 
 def test_the_untouched_envelopes_open() -> None:
     assert _open_bounded(GOOD) and _open_bounded(OTHER)
+
+
+def test_another_encoding_of_the_same_envelope_is_refused() -> None:
+    """Found by this fuzzer at full size: the outer array is not signed, so ``[1, ...]`` with the
+    1 as a one-byte uint (0xcc 0x01) verified too — the same signed content under another
+    digest. Only the canonical encoding is taken now (and likewise for signed containers)."""
+    assert GOOD[:2] == b"\x94\x01"
+    longer = b"\x94\xcc\x01" + GOOD[2:]
+    assert not _open_bounded(longer)
+
+    opened = NET.open("BR", GOOD)
+    receipt = sign_receipt(
+        NET.nodes["BR"].signing,
+        message_id=opened.header.message_id,
+        sender="AR",
+        recipient="BR",
+        envelope_digest=opened.digest,
+        status=DELIVERED,
+        code=None,
+        at=NOW,
+    )
+    verify_receipt(receipt, NET.directory)
+    assert receipt[:2] == b"\x94\x01"
+    with pytest.raises(ReceiptError, match="canonical"):
+        verify_receipt(b"\x94\xcc\x01" + receipt[2:], NET.directory)
