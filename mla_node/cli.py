@@ -12,11 +12,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import logging
 import shlex
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,8 +24,9 @@ from urllib.parse import urlsplit
 
 import click
 
-from mla_node import authority, directory_server, localnet, supervisor
+from mla_node import authority, directory_server, localnet, logs, supervisor
 from mla_node.cli_audit import audit_group
+from mla_node.cli_client import client_group
 from mla_node.cli_common import (
     DIR_OPTION,
     EXIT_CHECK_FAILED,
@@ -35,6 +34,13 @@ from mla_node.cli_common import (
     FILE_OPTION,
 )
 from mla_node.cli_keys import keys_group
+from mla_node.cli_ops import (
+    backup_command,
+    conformance_command,
+    db_check_command,
+    doctor_command,
+    restore_command,
+)
 from mla_node.config import NodeConfig, load_config, parse_config
 from mla_node.config_text import commented_config, node_init_config, node_init_title
 from mla_node.demo import (
@@ -65,12 +71,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(level: str, fmt: str = "text") -> None:
+    logs.configure(level, fmt)
 
 
 class _Cli(click.Group):
@@ -98,7 +100,12 @@ def cli() -> None:
 
 
 cli.add_command(audit_group)
+cli.add_command(client_group)
 cli.add_command(keys_group)
+cli.add_command(backup_command)
+cli.add_command(restore_command)
+cli.add_command(doctor_command)
+cli.add_command(conformance_command)
 
 
 def main() -> None:
@@ -426,7 +433,10 @@ async def _create_token(config: NodeConfig, role: str, name: str) -> tuple[str, 
 
 @cli.group("db")
 def db_group() -> None:
-    """A node's database: retention."""
+    """A node's database: retention and checks."""
+
+
+db_group.add_command(db_check_command)
 
 
 @db_group.command("purge")
@@ -482,14 +492,20 @@ async def _purge(config: NodeConfig, days: float, dry_run: bool) -> retention.Pu
     help="Written (JSON: clerk_url, peer_url) once the node serves.",
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
-def run(config_path: Path, ready_file: Path | None, log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.LOG_FORMATS),
+    help="text, or one JSON object a line  [default: node.log_format of the config]",
+)
+def run(config_path: Path, ready_file: Path | None, log_level: str, log_format: str | None) -> None:
     """Run a node until SIGTERM or Ctrl-C, then stop cleanly.
 
-    Logs go to standard error as plain text. A bad setting stops it at once, naming the
-    setting (e.g. delivery.max_backoff_s).
+    Logs go to standard error, as text or JSON lines (node.log_format, --log-format), each
+    line of a clerk API call or a delivery with its request id. A bad setting stops it at
+    once, naming the setting (e.g. delivery.max_backoff_s).
     """
     config = load_config(config_path)
-    _configure_logging(log_level)
+    _configure_logging(log_level, log_format or config.node.log_format)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_until_stopped(config, str(ready_file) if ready_file else None))
 

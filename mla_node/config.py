@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -32,6 +32,12 @@ class NodeSection(_Section):
         max_length=MAX_AUTHORITY_NAME,
     )
     database: Path = Field(Path("node.db"), description="SQLite database file.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="How mla-node run writes its log to standard error: text lines, or one "
+        "JSON object a line (ts, level, logger, msg, request_id, alert) for a log collector. "
+        "mla-node run --log-format overrides it.",
+    )
 
 
 class ClerkApiSection(_Section):
@@ -40,11 +46,30 @@ class ClerkApiSection(_Section):
     max_body_bytes: int = Field(
         1 << 20, ge=1024, description="Largest request body the clerk API reads (bytes)."
     )
+    max_attachment_bytes: int = Field(
+        64 << 30,
+        ge=0,
+        le=1 << 50,
+        description="Largest evidence file a clerk may upload (POST /api/v1/attachments, "
+        "bytes); it is streamed to disk, so memory does not grow with it.",
+    )
 
 
 class PeerSection(_Section):
     host: str = Field("127.0.0.1", description="Address the mutual-TLS peer endpoint listens on.")
     port: int = Field(8443, ge=0, le=65535, description="Port of the peer endpoint.")
+    max_blob_bytes: int = Field(
+        (64 << 30) + (1 << 30),
+        ge=1 << 20,
+        le=1 << 51,
+        description="Largest encrypted evidence file accepted from a peer node (bytes).",
+    )
+    max_partial_bytes: int = Field(
+        128 << 30,
+        ge=1 << 20,
+        description="Disk space one peer's incomplete file transfers may take at once (bytes); "
+        "a transfer past it is refused (507) until earlier ones complete.",
+    )
 
 
 class KeysSection(_Section):
@@ -182,6 +207,30 @@ class AuditSection(_Section):
     )
 
 
+class OpsSection(_Section):
+    expiry_alert_days: int = Field(
+        30,
+        ge=1,
+        description="Raise ALERT certificate_expiring or key_expiring when this node's TLS "
+        "certificate, its CA or its newest key of a kind ends within this many days.",
+    )
+    peer_unreachable_alert_s: int = Field(
+        3600,
+        ge=60,
+        description="Raise ALERT peer_unreachable when deliveries to a peer have failed for "
+        "this long (seconds).",
+    )
+    alert_check_s: float = Field(
+        60.0, gt=0, description="How often the alerts are computed and logged (seconds)."
+    )
+    alert_repeat_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How often an alert that stands is logged again (seconds); a new or "
+        "worse one is logged at once.",
+    )
+
+
 class NodeConfig(_Section):
     node: NodeSection
     clerk_api: ClerkApiSection = ClerkApiSection()
@@ -189,6 +238,7 @@ class NodeConfig(_Section):
     keys: KeysSection = KeysSection()
     delivery: DeliverySection = DeliverySection()
     audit: AuditSection = AuditSection()
+    ops: OpsSection = OpsSection()
     base_dir: Path = Field(
         Path("."), exclude=True, description="Folder relative paths are resolved against."
     )

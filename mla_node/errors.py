@@ -254,6 +254,52 @@ class MessageIdConflict(EnvelopeError):
     title = "This message id was already delivered with different content"
 
 
+class AttachmentMissing(EnvelopeError):
+    """Transient: the sender pushes the file (again) and sends the envelope after it."""
+
+    code = "attachment_missing"
+    status = 409
+    title = "A file the envelope names has not been received completely"
+
+
+class AttachmentInvalid(EnvelopeError):
+    """The sender's file does not match what its signed envelope says: permanent."""
+
+    code = "attachment_invalid"
+    title = "A file the envelope names does not decrypt, or its size or SHA-256 differ"
+
+
+class BlobError(PeerError):
+    """A transfer of an encrypted file between nodes (``/peer/v1/blobs``) is refused."""
+
+    code = "blob_invalid"
+    title = "The file transfer is refused"
+
+
+class BlobOffsetMismatch(BlobError):
+    code = "blob_offset_mismatch"
+    status = 409
+    title = "Upload-Offset is not the number of bytes this node holds of the file"
+
+
+class BlobTooLarge(BlobError):
+    code = "blob_too_large"
+    status = 413
+    title = "The file is larger than this node accepts from a peer"
+
+
+class BlobQuotaExceeded(BlobError):
+    code = "blob_quota_exceeded"
+    status = 507
+    title = "This peer's incomplete transfers already take the space allowed to it"
+
+
+class BlobSenderUnknown(BlobError):
+    code = "blob_sender_unknown"
+    status = 403
+    title = "The TLS client certificate is not one the directory lists"
+
+
 class ReceiptError(PeerError):
     code = "receipt_invalid"
     title = "The receipt does not verify"
@@ -352,6 +398,26 @@ class StorageError(MlaError):
 class DatabaseNewerThanProgram(StorageError):
     code = "database_too_new"
     title = "The database was written by a newer version of mla_node"
+
+
+class DatabaseInUse(StorageError):
+    """A node runs on the database (it holds ``<database>.lock``): a restore would pull the file
+    out from under it, and a second node would break the single-writer rule."""
+
+    code = "database_in_use"
+    status = 409
+    title = "A running node holds this database"
+
+
+class BackupInvalid(StorageError):
+    code = "backup_invalid"
+    status = 422
+    title = "The file is not a consistent backup of a node database"
+
+
+class BlobCorrupt(StorageError):
+    code = "blob_corrupt"
+    title = "A stored file does not decrypt or does not match its recorded digest"
 
 
 # --- the node is stopping -------------------------------------------------------------------

@@ -38,3 +38,11 @@ def new_ulid(ms: int) -> str:
 
 def is_ulid(value: str) -> bool:
     return bool(ULID_PATTERN.match(value))
+
+
+def ulid_ms(value: str) -> int:
+    """The creation time (ms since the epoch) a ULID carries in its first 10 characters."""
+    ms = 0
+    for char in value[:10]:
+        ms = ms * 32 + _ALPHABET.index(char)
+    return ms

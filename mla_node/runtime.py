@@ -22,20 +22,24 @@ from aiohttp import web
 
 from mla_node import crashpoints, pki
 from mla_node.api.app import make_clerk_app
+from mla_node.api.ops_routes import OPS, Ops
 from mla_node.config import NodeConfig
 from mla_node.directory_client import source_for_config
 from mla_node.errors import ConfigError, MlaError
 from mla_node.identity import load_identity
 from mla_node.passphrase import configured_passphrase
 from mla_node.protocol.directory import TrustRoot
-from mla_node.protocol.envelope import MAX_ENVELOPE
+from mla_node.protocol.envelope import MAX_ENVELOPE, read_header
 from mla_node.protocol.witness import ConsistencyProof
-from mla_node.service import audit_log, inbound
+from mla_node.service import audit_log, health, inbound
+from mla_node.service.alerts import AlertMonitor
+from mla_node.service.blob_transfer import PeerBlobs
 from mla_node.service.context import NodeContext
 from mla_node.service.delivery import Deliverer
+from mla_node.service.health import CertificateWatch
 from mla_node.service.trust import TrustKeeper
-from mla_node.storage import repo
 from mla_node.storage.db import Database, load_migrations
+from mla_node.storage.node_lock import NodeLock
 from mla_node.transport.http import HttpTransport, make_peer_app
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,8 @@ class NodeRuntime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     clerk_url: str = ""
     peer_url: str = ""
+    monitor: AlertMonitor = field(init=False)  # set by start(), before the servers
+    lock: NodeLock | None = field(init=False, default=None)  # <database>.lock, while running
 
     @classmethod
     async def start(
@@ -81,7 +87,12 @@ class NodeRuntime:
                 f"cannot read the trust root {config.trust_root_path}: {exc.strerror}",
                 field="keys.trust_root",
             ) from exc
-        db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
+        lock = NodeLock.acquire(config.database_path)  # one node per database
+        try:
+            db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
+        except BaseException:
+            lock.release()
+            raise
         runners: list[web.AppRunner] = []
         try:
             trust = TrustKeeper(
@@ -102,11 +113,15 @@ class NodeRuntime:
                 source_host=source_host,
             )
             runtime = cls(config, ctx, Deliverer(ctx, transport), transport, runners)
+            runtime.lock = lock
+            certs = CertificateWatch(identity.tls_cert_path, trust_root.tls_ca_pem)
+            runtime.monitor = AlertMonitor(ctx, certs)
             await runtime._serve(trust_root, clerk_socket, peer_socket)
         except BaseException:
             for runner in runners:
                 await runner.cleanup()
             await db.close()
+            lock.release()
             raise
         await runtime.deliverer.start()
         runtime.tasks.append(
@@ -120,6 +135,9 @@ class NodeRuntime:
                 audit_log.checkpoint_every(ctx, config.audit.checkpoint_interval_s),
                 name="checkpoints",
             )
+        )
+        runtime.tasks.append(
+            asyncio.create_task(runtime.monitor.run(config.ops.alert_check_s), name="alerts")
         )
         log.info(
             "node %s ready: clerk API %s, peer endpoint %s",
@@ -141,13 +159,16 @@ class NodeRuntime:
         server_tls = pki.server_ssl_context(identity.tls_cert_path, identity.tls_key_path, ca_path)
 
         async def receive(data: bytes, cert: bytes | None) -> bytes:
-            return await inbound.receive(self.ctx, data, cert)
+            return await self._receive(data, cert)
 
         async def log_proof(witnessed_size: int) -> ConsistencyProof | None:
             return await inbound.log_proof(self.ctx, witnessed_size)
 
-        peer_app = make_peer_app(receive, MAX_ENVELOPE, log_proof=log_proof)
+        peer_app = make_peer_app(
+            receive, MAX_ENVELOPE, log_proof=log_proof, blobs=PeerBlobs(self.ctx)
+        )
         clerk_app = make_clerk_app(self.ctx, self.readiness, self.config.clerk_api.max_body_bytes)
+        clerk_app[OPS] = Ops(self.deliverer.metrics, self.monitor)
         cfg = self.config
         self.peer_url = await self._site(
             peer_app, peer_socket, cfg.peer.host, cfg.peer.port, server_tls, "https"
@@ -187,23 +208,55 @@ class NodeRuntime:
         bound_host, bound_port = runner.addresses[-1][:2]
         return f"{scheme}://{bound_host}:{bound_port}"
 
+    async def _receive(self, data: bytes, cert: bytes | None) -> bytes:
+        """An envelope from a peer: counted by outcome, and logged once stored (with the
+        sender's request id, set by the peer endpoint)."""
+        sender, message_id = "unknown", "?"
+        with contextlib.suppress(MlaError):
+            header = read_header(data)[0]
+            message_id = header.message_id
+            # Only states of the directory become a label: a peer cannot grow the metrics.
+            if self.ctx.trust.current and self.ctx.trust.current.node(header.sender):
+                sender = header.sender
+        try:
+            receipt = await inbound.receive(self.ctx, data, cert)
+        except MlaError as exc:
+            self.deliverer.metrics.answered(sender, exc.code)
+            raise
+        self.deliverer.metrics.answered(sender, "delivered")
+        log.info("envelope %s from %s stored; receipt sent", message_id, sender)
+        return receipt
+
     async def readiness(self) -> dict[str, Any]:
+        """What GET /readyz answers: each check ``ok`` or the code of what is wrong. Not ready
+        when the database takes no write, a key file is missing or readable by others, the
+        directory or a certificate has ended, or the sender or a background task stopped."""
         checks: dict[str, str] = {}
         try:
             self.ctx.directory()
             checks["directory"] = "ok"
         except MlaError as exc:
             checks["directory"] = exc.code
-        try:
-            await repo.count_pending(self.ctx.db)
-            checks["database"] = "ok"
-        except MlaError as exc:
-            checks["database"] = exc.code
+        checks["database"] = await health.probe_database(self.ctx.db)
+        problems = health.check_key_files(self.config.keys_dir)
+        checks["keys"] = problems[0].code if problems else "ok"
+        checks["certificates"] = self._certificates()
         if self.ctx.stopping:
             checks["sender"] = "shutting_down"
         else:
             checks["sender"] = "ok" if self.deliverer.running else "stopped"
+        stopped = [t.get_name() for t in self.tasks if t.done()]
+        checks["background"] = f"stopped: {', '.join(stopped)}" if stopped else "ok"
         return {"ready": all(v == "ok" for v in checks.values()), "checks": checks}
+
+    def _certificates(self) -> str:
+        try:
+            expiries = self.monitor.certs.expiries()
+        except MlaError as exc:
+            return exc.code
+        now = self.ctx.clock()
+        ended = [c.which for c in expiries if c.not_after <= now]
+        return f"certificate_expired: {', '.join(ended)}" if ended else "ok"
 
     async def stop(self) -> None:
         """Stop gracefully: the clerk API refuses writes (503 ``shutting_down``) at once, the
@@ -224,6 +277,8 @@ class NodeRuntime:
         await self.transport.close()
         await self.ctx.trust.close()
         await self.ctx.db.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 async def run_until_stopped(config: NodeConfig, ready_file: str | None = None) -> None:

@@ -60,7 +60,8 @@ COMMANDS = [
     ("authority", "init"), ("authority", "admit"), ("authority", "publish"),
     ("authority", "revoke"), ("node", "init"), ("token", "create"), ("run",),
     ("network", "up"), ("network", "down"), ("network", "start-node"),
-    ("network", "stop-node"), ("demo",),
+    ("network", "stop-node"), ("demo",), ("backup",), ("restore",), ("db", "check"),
+    ("doctor",), ("conformance",),
 ]  # fmt: skip
 
 

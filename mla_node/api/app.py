@@ -12,8 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
+from mla_node.api.attachment_routes import ATTACHMENT_POLICY, add_attachment_routes
 from mla_node.api.audit_routes import AUDIT_POLICY, add_audit_routes
 from mla_node.api.openapi import openapi_document
+from mla_node.api.ops_routes import OPS_POLICY, add_ops_routes, request_id_middleware
 from mla_node.api.request_context import CTX, PRINCIPAL, message_id_of, principal_of
 from mla_node.errors import (
     Forbidden,
@@ -50,6 +52,8 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     **AUDIT_POLICY,
+    **ATTACHMENT_POLICY,
+    **OPS_POLICY,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -251,7 +255,12 @@ def make_clerk_app(
     ctx: NodeContext, ready: Callable[[], Awaitable[dict[str, Any]]], max_body: int
 ) -> web.Application:
     app = web.Application(
-        middlewares=[problem_middleware, auth_middleware, shutdown_middleware],
+        middlewares=[
+            request_id_middleware,
+            problem_middleware,
+            auth_middleware,
+            shutdown_middleware,
+        ],
         client_max_size=max_body,
     )
     app[CTX] = ctx
@@ -270,4 +279,6 @@ def make_clerk_app(
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     add_audit_routes(r)
+    add_attachment_routes(r)
+    add_ops_routes(app)
     return app

@@ -166,6 +166,12 @@ _HANDLING: Final[dict[str, Any]] = {
 }
 
 
+def _attachments_property() -> dict[str, Any]:
+    from mla_node.api.openapi_attachments import attachments_property  # builds on this module
+
+    return attachments_property()
+
+
 def _submission_schema(form_type: str, *, follow_up: bool) -> dict[str, Any]:
     model = forms.form_model(form_type, forms.LATEST_VERSION[form_type])
     properties: dict[str, Any] = {
@@ -190,7 +196,12 @@ def _submission_schema(form_type: str, *, follow_up: bool) -> dict[str, Any]:
         "description": _HANDLING["description"] + " Left out: confidential for a request, the "
         "handling of the message answered for a follow-up (never less strict than it).",
     }
-    schema = _object(properties, optional=("version", "handling"), description=model.__doc__ or "")
+    properties["attachments"] = _attachments_property()
+    schema = _object(
+        properties,
+        optional=("version", "handling", "attachments"),
+        description=model.__doc__ or "",
+    )
     schema["title"] = _submission_name(form_type)
     schema["examples"] = [_example_body(form_type, follow_up=follow_up)]
     return schema
@@ -281,6 +292,11 @@ def _request_view() -> dict[str, Any]:
             "description": "The message that re-sealed this one when an admin resent it.",
         },
         "delivery": _nullable(_ref("DeliveryState")),
+        "attachments": {
+            "type": "array",
+            "items": _ref("AttachmentInfo"),
+            "description": "The request's evidence files, in order.",
+        },
         "legal_hold": {
             **_nullable(_ref("HoldInfo")),
             "description": "The legal hold on the case thread, if any.",
@@ -502,7 +518,8 @@ def _schemas() -> dict[str, Any]:
                 "checks": {
                     "type": "object",
                     "additionalProperties": {"type": "string"},
-                    "description": "Check name (directory, database, sender) -> `ok` or a code.",
+                    "description": "Check name (directory, database, keys, certificates, "
+                    "sender, background) -> `ok` or what is wrong.",
                 },
             }
         ),
@@ -878,7 +895,9 @@ def _parameters() -> dict[str, Any]:
 @functools.cache
 def _build() -> dict[str, Any]:
     # Imported here: the audit part builds on this module's helpers.
+    from mla_node.api.openapi_attachments import attachment_paths, attachment_schemas
     from mla_node.api.openapi_audit import audit_paths, audit_schemas
+    from mla_node.api.openapi_ops import ops_paths, ops_schemas
 
     responses: dict[str, Any] = {
         name: _error_response(status) for status, (name, _) in _ERROR_RESPONSES.items()
@@ -921,7 +940,7 @@ def _build() -> dict[str, Any]:
             {"name": "meta", "description": "Health and this document."},
         ],
         "security": [{"bearerAuth": []}],
-        "paths": {**_paths(), **audit_paths()},
+        "paths": {**_paths(), **audit_paths(), **attachment_paths(), **ops_paths()},
         "components": {
             "securitySchemes": {
                 "bearerAuth": {
@@ -935,7 +954,7 @@ def _build() -> dict[str, Any]:
             "parameters": _parameters(),
             "responses": responses,
             "examples": _example_components(),
-            "schemas": {**_schemas(), **audit_schemas()},
+            "schemas": {**_schemas(), **audit_schemas(), **attachment_schemas(), **ops_schemas()},
         },
     }
 

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +21,13 @@ from mla_node.errors import (
     PayloadTooLarge,
     UnknownState,
 )
+from mla_node.ids import is_ulid
 from mla_node.protocol import forms
+from mla_node.protocol.attachments import MAX_ATTACHMENTS, AttachmentRef
 from mla_node.protocol.envelope import MAX_ENVELOPE, envelope_digest, pack_body, seal_envelope
 from mla_node.protocol.evidence import Event
 from mla_node.protocol.keys import choose_suite
+from mla_node.service.attachments import claim_uploads, uploads_for_submission
 from mla_node.service.context import NodeContext, Principal
 from mla_node.storage import repo
 from mla_node.storage.db import Transaction
@@ -40,6 +44,7 @@ class Submission:
     form: dict[str, Any]
     to: str | None
     handling: str | None  # None: the default, or for a follow-up its case's
+    attachments: tuple[str, ...] = ()  # ids of files uploaded to this node, not used yet
 
 
 def parse_submission(payload: object, *, follow_up: bool) -> Submission:
@@ -47,7 +52,9 @@ def parse_submission(payload: object, *, follow_up: bool) -> Submission:
     if not isinstance(payload, dict):
         raise MalformedBody("the body must be a JSON object")
     problems: list[FieldProblem] = []
-    allowed = {"type", "version", "form", "handling"} | (set() if follow_up else {"to"})
+    allowed = {"type", "version", "form", "handling", "attachments"} | (
+        set() if follow_up else {"to"}
+    )
     problems += [
         FieldProblem(k, "extra_field", "This field is not part of a submission.")
         for k in payload
@@ -77,6 +84,7 @@ def parse_submission(payload: object, *, follow_up: bool) -> Submission:
     form = payload.get("form")
     if not isinstance(form, dict):
         problems.append(FieldProblem("form", "invalid_type", "Must be a JSON object."))
+    attachments = _attachment_ids(payload.get("attachments", []), problems)
     if not problems:
         assert isinstance(form_type, str) and isinstance(version, int)
         try:
@@ -92,7 +100,26 @@ def parse_submission(payload: object, *, follow_up: bool) -> Submission:
         form,
         to if isinstance(to, str) else None,
         handling if isinstance(handling, str) else None,
+        attachments,
     )
+
+
+def _attachment_ids(value: object, problems: list[FieldProblem]) -> tuple[str, ...]:
+    """The ``attachments`` of a submission: ids of uploads (POST /api/v1/attachments), at most
+    MAX_ATTACHMENTS, each once. Whether they exist is checked later, after idempotency."""
+    if not isinstance(value, list) or len(value) > MAX_ATTACHMENTS:
+        problems.append(
+            FieldProblem(
+                "attachments", "invalid_type", f"Must be a list of at most {MAX_ATTACHMENTS} ids."
+            )
+        )
+        return ()
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not is_ulid(item):
+            problems.append(FieldProblem(f"attachments.{i}", "invalid_format", "Must be an id."))
+        elif value.index(item) != i:
+            problems.append(FieldProblem(f"attachments.{i}", "invalid_value", "Named twice."))
+    return tuple(str(item) for item in value)
 
 
 def body_hash(payload: object) -> bytes:
@@ -214,6 +241,7 @@ async def _send(
         earlier = await _idempotent_replay(ctx, principal, *idempotency)
         if earlier is not None:
             return earlier, False
+    files = await uploads_for_submission(ctx, submission.attachments)
     now = ctx.clock()
     form = dict(submission.form)
     if reply_to is not None and submission.form_type in _INHERITS_USE_RESTRICTION:
@@ -239,6 +267,7 @@ async def _send(
         handling=handling,
         created_by=principal.name,
         now=now,
+        attachments=[f.ref() for f in files],
     )
     message_id = row.id
 
@@ -263,6 +292,7 @@ async def _send(
             )
         else:
             await repo.insert_message(tx, row)
+        await claim_uploads(tx, submission.attachments, message_id)
         await repo.enqueue(tx, message_id, to, now, **queue_deadline(ctx, now, created_at=now))
         await ctx.record_about(tx, Event.SUBMITTED, row, at=now, actor=principal.actor)
         if reply_to is not None and reply_to.direction == "in":
@@ -294,12 +324,14 @@ def seal_message(
     created_by: str | None,
     now: int,
     handling: str = forms.DEFAULT_HANDLING,
+    attachments: Sequence[AttachmentRef] = (),
 ) -> repo.MessageRow:
     """Sign and encrypt a form for ``to`` as a new outbound message (not stored yet).
 
     ``case_id`` None opens a new case (the message's own id). ``replaces`` names the
     undeliverable message an admin's resend re-seals: it travels inside the signed body, so the
-    receiver sees the link too.
+    receiver sees the link too. ``attachments``: the files it carries, each named in the signed
+    body with its digests, size and key (protocol/attachments.py); left out when there is none.
     """
     directory = ctx.directory()
     recipient = directory.node(to)
@@ -322,6 +354,8 @@ def seal_message(
     }
     if replaces is not None:
         body["replaces"] = replaces
+    if attachments:
+        body["attachments"] = [a.as_map() for a in attachments]
     # Random salt: the content digest in the evidence must not confirm a guessed form.
     body["salt"] = secrets.token_bytes(16)
     envelope = seal_envelope(

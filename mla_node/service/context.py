@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import random
@@ -24,6 +25,7 @@ from mla_node.protocol.merkle import leaf_hash
 from mla_node.service.log_heads import LogHeads
 from mla_node.service.trust import TrustKeeper
 from mla_node.storage import repo
+from mla_node.storage.blobs import BlobStore
 from mla_node.storage.db import Database, Transaction
 
 log = logging.getLogger(__name__)
@@ -63,11 +65,11 @@ class NodeContext:
     wake_sender: Callable[[str], None] = lambda peer: None
     # Set on SIGTERM: the clerk API refuses writes (503 shutting_down) while the node winds down.
     stopping: bool = False
+    # (actor, message id, what was shown) -> when that view was last recorded (service/views.py)
+    recent_views: dict[tuple[str, str, str], int] = field(default_factory=dict)
     # This node's newest checkpoint (put in every receipt), the proofs served from it, and the
     # peers' heads witnessed: service/log_heads.py.
     heads: LogHeads = field(default_factory=LogHeads)
-    # (actor, message id, what was shown) -> when that view was last recorded (service/views.py)
-    recent_views: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.trust.on_change.append(self.refresh_identity)
@@ -75,6 +77,11 @@ class NodeContext:
     @property
     def state(self) -> str:
         return self.config.node.state
+
+    @functools.cached_property
+    def blobs(self) -> BlobStore:
+        """The encrypted evidence files, beside the database (storage/blobs.py)."""
+        return BlobStore(self.config.database_path.parent / "blobs")
 
     async def refresh_identity(self, directory: Directory) -> None:
         """Pick up keys rotated on disk (``keys/`` and ``keys/retired/``) without a restart.

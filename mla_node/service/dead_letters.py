@@ -32,7 +32,7 @@ from mla_node.protocol.evidence import Event
 from mla_node.service.cases import queue_deadline, seal_message, stale_at
 from mla_node.service.context import NodeContext, Principal
 from mla_node.service.views import iso
-from mla_node.storage import repo
+from mla_node.storage import attachment_repo, repo
 from mla_node.storage.db import Transaction
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ async def resend(ctx: NodeContext, principal: Principal, message_id: str) -> rep
     now = ctx.clock()
     half_deadline_ms = ctx.config.delivery.deadline_s * 1000 // 2
     reseal = stale_at(ctx, message.created_at) - now < half_deadline_ms
+    # A re-sealed message carries the same evidence files (same encrypted bytes and keys).
+    files = await attachment_repo.for_message(ctx.db, message.id) if reseal else []
     replacement = (
         seal_message(
             ctx,
@@ -120,6 +122,7 @@ async def resend(ctx: NodeContext, principal: Principal, message_id: str) -> rep
             created_by=principal.name,
             now=now,
             handling=message.handling,
+            attachments=[f.ref() for f in files],
         )
         if reseal
         else None
@@ -138,6 +141,8 @@ async def resend(ctx: NodeContext, principal: Principal, message_id: str) -> rep
             carrier = dataclasses.replace(current, status="queued", updated_at=now)
         else:
             await repo.insert_message(tx, replacement)
+            new_ids = [ctx.new_id(now) for _ in files]
+            await attachment_repo.copy_to(tx, current.id, replacement.id, new_ids, now)
             deadline = queue_deadline(ctx, now, created_at=now)
             await repo.enqueue(tx, replacement.id, replacement.recipient, now, **deadline)
             await ctx.record_about(tx, Event.SUBMITTED, replacement, at=now, actor=principal.actor)

@@ -28,15 +28,18 @@ import logging
 
 from mla_node.crashpoints import crash_point
 from mla_node.errors import DeliveryError, MlaError, ReceiptError, TrustError
+from mla_node.ids import ulid_ms
+from mla_node.logs import REQUEST_ID
 from mla_node.protocol.directory import NodeEntry
 from mla_node.protocol.evidence import Event
 from mla_node.protocol.receipts import DELIVERED, REJECTED, Receipt, verify_receipt
 from mla_node.protocol.witness import ConsistencyProof
-from mla_node.service import dead_letters, witness
+from mla_node.service import blob_transfer, dead_letters, witness
 from mla_node.service.context import NodeContext
+from mla_node.service.counters import DeliveryMetrics
 from mla_node.storage import repo
 from mla_node.storage.db import Transaction
-from mla_node.transport.base import WITNESSED_SIZE, PeerAnswer, Transport
+from mla_node.transport.base import WITNESSED_SIZE, BlobTransport, PeerAnswer, Transport
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ PERMANENT_REFUSALS = frozenset(
         "envelope_undecryptable",
         "envelope_revoked_key",
         "message_id_conflict",
+        "attachment_invalid",  # a file is not what the signed envelope says of it
     }
 )
 IDLE_POLL_S = 5.0
@@ -68,6 +72,7 @@ class Deliverer:
         self._failing: dict[str, int] = {}
         self.running = False
         self._stopping = False
+        self.metrics = DeliveryMetrics()  # counted here, written out by GET /metrics
 
     async def start(self) -> None:
         d = self.ctx.config.delivery
@@ -156,11 +161,23 @@ class Deliverer:
 
     async def _attempt(self, entry: NodeEntry, item: repo.OutboxItem) -> bool:
         """One delivery attempt; True when the envelope left the outbox."""
+        # Every line logged about the attempt, here and at the peer (the transport sends it),
+        # names the request id of the API call that queued the envelope (mla_node/logs.py).
+        request_id = REQUEST_ID.set(item.request_id)
+        try:
+            return await self._attempt_once(entry, item)
+        finally:
+            REQUEST_ID.reset(request_id)
+
+    async def _attempt_once(self, entry: NodeEntry, item: repo.OutboxItem) -> bool:
         crash_point("deliver.before_send")
+        self.metrics.attempt(entry.state)
         # A context variable, so the transport sees it through any wrapper (wait_for's task
         # copies the context); reset after, so it never outlives this attempt.
         witnessed = WITNESSED_SIZE.set(await self._witnessed_size(entry.state))
         try:
+            if item.has_attachments:
+                await self._push_files(entry, item)
             answer = await asyncio.wait_for(
                 self.transport.send(entry, item.envelope),
                 self.ctx.config.delivery.request_timeout_s,
@@ -168,11 +185,13 @@ class Deliverer:
             receipt = self._verified_receipt(entry, item, answer)
         except (DeliveryError, ReceiptError, TimeoutError) as exc:
             detail = exc.detail if isinstance(exc, MlaError) else "timed out"
+            self.metrics.failed(entry.state, exc.code if isinstance(exc, MlaError) else "timeout")
             await self._retry_later(entry.state, item, detail)
             return False
         finally:
             WITNESSED_SIZE.reset(witnessed)
         if receipt is None:
+            self.metrics.failed(entry.state, answer.refused_code or "refused")
             await self._retry_later(entry.state, item, f"refused: {answer.refused_code}")
             return False
         crash_point("deliver.before_record")
@@ -180,6 +199,23 @@ class Deliverer:
         crash_point("deliver.after_record")
         await self._witness(entry.state, receipt, answer.proof)
         return True
+
+    async def _push_files(self, entry: NodeEntry, item: repo.OutboxItem) -> None:
+        """The message's files go first, so the receiver can check them before it signs a
+        receipt. Each resumes from what the peer already holds; none has an overall deadline,
+        only a stall timeout (a large file on a slow link takes as long as it takes)."""
+        if not isinstance(self.transport, BlobTransport):
+            raise DeliveryError("this transport cannot carry evidence files")
+        for blob in await blob_transfer.outgoing(self.ctx, item.message_id):
+            sent = await self.transport.push_blob(
+                entry,
+                blob.digest,
+                blob.size,
+                blob.path,
+                stall_s=self.ctx.config.delivery.request_timeout_s,
+            )
+            if sent:
+                log.info("sent %d bytes of file %s to %s", sent, blob.digest.hex(), entry.state)
 
     async def _witnessed_size(self, peer: str) -> int | None:
         try:
@@ -256,7 +292,11 @@ class Deliverer:
                 await repo.wake_peer(tx, peer, now)
 
         await self.ctx.db.write(job)
-        if not delivered:
+        # Submitted -> verified receipt: the message id (a ULID) carries its creation time.
+        self.metrics.recorded(peer, receipt.status, now - ulid_ms(item.message_id))
+        if delivered:
+            log.info("%s took %s: receipt verified and recorded", peer, item.message_id)
+        else:
             log.warning("%s refused %s for good: %s", peer, item.message_id, receipt.code)
 
     async def _retry_later(self, peer: str, item: repo.OutboxItem, error: str) -> None:

@@ -26,6 +26,7 @@ from mla_node.errors import (
 )
 from mla_node.ids import is_ulid
 from mla_node.protocol import codec, forms
+from mla_node.protocol.attachments import parse_refs
 from mla_node.protocol.directory import Directory
 from mla_node.protocol.envelope import (
     Header,
@@ -37,7 +38,7 @@ from mla_node.protocol.envelope import (
 from mla_node.protocol.evidence import Event
 from mla_node.protocol.receipts import DELIVERED, REJECTED, sign_receipt
 from mla_node.protocol.witness import ConsistencyProof
-from mla_node.service import audit_log
+from mla_node.service import audit_log, blob_transfer
 from mla_node.service.context import NodeContext
 from mla_node.storage import repo
 from mla_node.storage.db import Transaction
@@ -71,6 +72,8 @@ async def receive(ctx: NodeContext, data: bytes, client_cert_der: bytes | None) 
             max_future_ms=ctx.config.delivery.max_future_skew_s * 1000,
         )
         body = _parse_body(opened)
+        # Its files must be here whole and be what the signed body says, before any receipt.
+        await blob_transfer.check_received(ctx, body["attachments"])
     except EnvelopeError as exc:
         _attach_rejection(ctx, exc, data, digest)
         raise
@@ -157,6 +160,7 @@ def _parse_body(opened: OpenedEnvelope) -> dict[str, Any]:
         "reply_to": reply_to,
         "replaces": replaces,
         "handling": handling,
+        "attachments": parse_refs(opened.body.get("attachments")),
     }
 
 
@@ -195,6 +199,7 @@ async def _store(
             handling=body["handling"],
         ),
     )
+    await blob_transfer.record_received(tx, ctx, h.message_id, body["attachments"], now)
     receipt = sign_receipt(
         ctx.identity.signing_key,
         message_id=h.message_id,

@@ -10,7 +10,7 @@ from mla_node.protocol.directory import Directory
 from mla_node.protocol.evidence import USER_ACTIONS, Event, verify_evidence
 from mla_node.protocol.receipts import verify_receipt
 from mla_node.service.context import NodeContext, Principal, Role
-from mla_node.storage import repo, retention
+from mla_node.storage import attachment_repo, repo, retention
 from mla_node.storage.db import Transaction
 
 MAX_PAGE = 200
@@ -72,6 +72,17 @@ async def get_request(ctx: NodeContext, principal: Principal, message_id: str) -
         for record in await repo.evidence_for(ctx.db, message.id, leave_out=USER_ACTIONS)
     ]
     view["thread"] = [summary(m) for m in await repo.case_messages(ctx.db, message.case_id)]
+    view["attachments"] = [
+        # A file's name can say as much as the form (it is null where the form is); its size
+        # and digest, like the envelope's, are what an auditor checks.
+        {
+            "n": a.position,
+            "name": a.name if shows_content else None,
+            "size": a.size,
+            "sha256": a.sha256.hex(),
+        }
+        for a in await attachment_repo.for_message(ctx.db, message.id)
+    ]
     return view
 
 

@@ -26,6 +26,7 @@ import aiosqlite
 
 from mla_node.crashpoints import crash_point
 from mla_node.errors import DatabaseNewerThanProgram, StorageError
+from mla_node.logs import REQUEST_ID
 
 T = TypeVar("T")
 Params = Sequence[object] | Mapping[str, object]
@@ -125,6 +126,9 @@ class Transaction:
 class _Job:
     run: Callable[[Transaction], Awaitable[Any]]
     future: asyncio.Future[Any]
+    # The caller's request id (mla_node/logs.py): the job runs in the writer's task, where the
+    # caller's context variables are not, so it is carried over by hand.
+    request_id: str | None = None
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -216,7 +220,7 @@ class Database:
         if asyncio.current_task() is self._task:
             raise StorageError("write() in a write job would wait on itself; use its Transaction")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(job, future))
+        self._queue.put_nowait(_Job(job, future, REQUEST_ID.get()))
         return await future
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
@@ -287,6 +291,7 @@ class Database:
     async def _run_job(self, job: _Job) -> tuple[bool, Any]:
         await self._control("SAVEPOINT mla_job")
         tx = Transaction(self._writer)
+        request_id = REQUEST_ID.set(job.request_id)
         outcome: tuple[bool, Any]
         try:
             outcome = (True, await job.run(tx))
@@ -298,6 +303,7 @@ class Database:
             await self._control("ROLLBACK TO mla_job")
         finally:
             tx._end()
+            REQUEST_ID.reset(request_id)
         await self._control("RELEASE mla_job")
         return outcome
 

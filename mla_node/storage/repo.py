@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mla_node.errors import StorageError
+from mla_node.logs import REQUEST_ID
 from mla_node.protocol.merkle import leaf_hash
 from mla_node.storage.db import Database, Transaction
 
@@ -198,6 +199,9 @@ class OutboxItem:
     next_attempt_at: int
     envelope: bytes
     envelope_sha256: bytes
+    # Evidence files the message names: pushed to the peer before the envelope (issue 6).
+    has_attachments: bool = False
+    request_id: str | None = None  # of the API call that queued it (mla_node/logs.py)
 
 
 async def enqueue(
@@ -205,8 +209,10 @@ async def enqueue(
 ) -> None:
     await tx.execute(
         "INSERT INTO outbox (message_id, peer, attempts, next_attempt_at, created_at, "
-        "deadline_at, warn_at) VALUES (?, ?, 0, ?, ?, ?, ?)",
-        (message_id, peer, now, now, deadline_at, warn_at),
+        "deadline_at, warn_at, request_id) VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
+        # The request id of the call queueing it, from its context (observability only, so the
+        # use cases need not pass it through): every delivery attempt sends it to the peer.
+        (message_id, peer, now, now, deadline_at, warn_at, REQUEST_ID.get()),
     )
 
 
@@ -278,12 +284,14 @@ async def outbox_state(db: Reader, message_id: str) -> OutboxState | None:
 async def due_for_peer(db: Reader, peer: str, now: int, limit: int) -> list[OutboxItem]:
     rows = await db.fetchall(
         "SELECT o.message_id, o.peer, o.attempts, o.next_attempt_at, m.envelope, "
-        "m.envelope_sha256 FROM outbox o JOIN messages m ON m.id = o.message_id "
+        "m.envelope_sha256, "
+        "EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = o.message_id), o.request_id "
+        "FROM outbox o JOIN messages m ON m.id = o.message_id "
         "WHERE o.peer = ? AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at, o.message_id "
         "LIMIT ?",
         (peer, now, limit),
     )
-    return [OutboxItem(*tuple(r)) for r in rows]
+    return [OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
 
 
 async def outbox_summary(db: Reader) -> dict[str, tuple[int, int | None, int | None]]:

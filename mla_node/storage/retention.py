@@ -114,6 +114,13 @@ async def purge_case(tx: Transaction, case_id: str, now: int) -> int:
         "(SELECT id FROM messages WHERE case_id = ?)",
         (case_id,),
     )
+    # Evidence files: without its key an encrypted file is unreadable wherever copies of it
+    # remain (crypto-shredding); names go too. Sizes and digests stay, like the envelope's.
+    await tx.execute(
+        "UPDATE attachments SET file_key = NULL, name = '' WHERE message_id IN "
+        "(SELECT id FROM messages WHERE case_id = ?)",
+        (case_id,),
+    )
     return await tx.execute(
         "UPDATE messages SET form = '{}', envelope = ?, purged_at = ? "
         "WHERE case_id = ? AND purged_at IS NULL",

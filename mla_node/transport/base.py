@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from mla_node.errors import DeliveryError, EnvelopeError
 from mla_node.protocol.directory import NodeEntry
@@ -43,6 +44,18 @@ class Transport(Protocol):
         ...  # pragma: no cover
 
     async def close(self) -> None: ...  # pragma: no cover
+
+
+@runtime_checkable
+class BlobTransport(Protocol):
+    """A transport that can also carry encrypted evidence files (transport/blobs.py)."""
+
+    async def push_blob(
+        self, peer: NodeEntry, digest: bytes, size: int, path: Path, *, stall_s: float
+    ) -> int:
+        """Make ``peer`` hold the whole file, resuming what it holds; returns the bytes sent.
+        Raises DeliveryError when it could not."""
+        ...  # pragma: no cover
 
 
 Receiver = Callable[[bytes, bytes | None], Awaitable[bytes]]

@@ -31,10 +31,12 @@ from mla_node.errors import (
     MlaError,
     UnsupportedMediaType,
 )
+from mla_node.logs import REQUEST_ID, REQUEST_ID_HEADER, valid_request_id
 from mla_node.pki import peer_certificate_der, read_private_file
 from mla_node.protocol.directory import NodeEntry
 from mla_node.protocol.witness import ConsistencyProof
 from mla_node.transport.base import WITNESSED_SIZE, LogProofSource, PeerAnswer, Receiver
+from mla_node.transport.blobs import BlobReceiver, add_blob_routes, push_blob
 from mla_node.transport.problems import PROBLEM_JSON, problem_middleware, problem_response
 
 ENVELOPE_PATH = "/peer/v1/envelopes"
@@ -104,6 +106,9 @@ class HttpTransport:
     async def send(self, peer: NodeEntry, envelope: bytes) -> PeerAnswer:
         url = peer.endpoint.rstrip("/") + ENVELOPE_PATH
         headers = {"Content-Type": ENVELOPE_TYPE}
+        request_id = REQUEST_ID.get()
+        if request_id is not None:  # the receiver logs it: one id for the work on both nodes
+            headers[REQUEST_ID_HEADER] = request_id
         witnessed = WITNESSED_SIZE.get()
         if witnessed is not None:
             headers[WITNESSED_SIZE_HEADER] = str(witnessed)
@@ -120,6 +125,17 @@ class HttpTransport:
             raise
         except (aiohttp.ClientError, OSError, ssl.SSLError, TimeoutError) as exc:
             raise DeliveryError(f"{peer.state} at {url}: {type(exc).__name__}: {exc}") from exc
+
+    async def push_blob(
+        self, peer: NodeEntry, digest: bytes, size: int, path: Path, *, stall_s: float
+    ) -> int:
+        """Send an encrypted file the peer does not hold whole yet (transport/blobs.py), over
+        the same pinned connection pool as the envelopes."""
+        try:
+            session = await self._client(peer)
+        except (OSError, ssl.SSLError) as exc:
+            raise DeliveryError(f"{peer.state}: {type(exc).__name__}: {exc}") from exc
+        return await push_blob(session, peer, digest, size, path, stall_s=stall_s)
 
     async def close(self) -> None:
         for _, session in self._sessions.values():
@@ -168,12 +184,18 @@ def _json(body: bytes) -> dict[str, Any]:
 
 
 def make_peer_app(
-    receive: Receiver, max_envelope: int, *, log_proof: LogProofSource | None = None
+    receive: Receiver,
+    max_envelope: int,
+    *,
+    log_proof: LogProofSource | None = None,
+    blobs: BlobReceiver | None = None,
 ) -> web.Application:
-    """The peer endpoint: one route, envelopes in, receipts out.
+    """The peer endpoint: envelopes in, receipts out; with ``blobs``, encrypted files in
+    (transport/blobs.py), streamed to disk.
 
-    The body limit is enforced by aiohttp before the body is read into memory (413). With
-    ``log_proof``, a request naming a witnessed size gets the consistency proof in its answer.
+    The envelope body limit is enforced by aiohttp before the body is read into memory (413).
+    With ``log_proof``, a request naming a witnessed size gets the consistency proof in its
+    answer.
     """
 
     async def with_proof(response: web.Response, witnessed: int | None) -> web.Response:
@@ -189,6 +211,8 @@ def make_peer_app(
             raise EnvelopeTooLarge(f"{request.content_length} bytes is more than {max_envelope}")
         data = await request.read()
         witnessed = _witnessed_size(request.headers.get(WITNESSED_SIZE_HEADER))
+        # The sender's request id, when well-formed, names this request in our log lines too.
+        REQUEST_ID.set(valid_request_id(request.headers.get(REQUEST_ID_HEADER)))
         try:
             receipt = await receive(data, peer_certificate_der(request.transport))
         except MlaError as err:
@@ -204,4 +228,6 @@ def make_peer_app(
 
     app = web.Application(middlewares=[problem_middleware], client_max_size=max_envelope)
     app.router.add_post(ENVELOPE_PATH, post_envelope)
+    if blobs is not None:
+        add_blob_routes(app, blobs)
     return app

@@ -12,7 +12,8 @@ import pytest
 import pytest_asyncio
 
 from mla_node.protocol import forms
-from tests.api.speckit import Api, delivered
+from tests.api.speckit import Api
+from tests.api.test_attachments import send_with_files, upload
 from tests.api.test_openapi import app_routes
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -41,6 +42,14 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int, int]] = {
     ("GET",  "/openapi.json"):                      (200,  200,     200,    200,   200,  200),
     ("GET",  "/healthz"):                           (200,  200,     200,    200,   200,  200),
     ("GET",  "/readyz"):                            (200,  200,     200,    200,   200,  200),
+    # metrics: counts per peer are worth a token; the read-only auditor's is enough
+    ("GET",  "/metrics"):                           (403,  403,     200,    200,   401,  401),
+    ("GET",  "/api/v1/alerts"):                     (403,  403,     403,    200,   401,  401),
+    ("POST", "/api/v1/attachments"):                (201,  403,     403,    403,   401,  401),
+    # the clerk may, but {id} is the received request's, not an upload's: 404
+    ("GET",  "/api/v1/attachments/{id}"):           (404,  403,     403,    403,   401,  401),
+    # whoever sees the form: an auditor only with audit.auditors_see_content (off here)
+    ("GET",  "/api/v1/requests/{id}/attachments/{n}"): (200, 200,   403,    200,   401,  401),
 }
 # fmt: on
 
@@ -68,8 +77,10 @@ async def test_the_table_covers_every_route() -> None:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def received(ar: Api, br: Api) -> str:
-    """A request Brazil received from Argentina; only the table's one clerk call acknowledges it."""
-    return await delivered(ar, br)
+    """A request Brazil received from Argentina, with one evidence file; only the table's one
+    clerk call acknowledges it."""
+    up = await upload(ar, b"%PDF-1.7 records")
+    return await send_with_files(ar, br, up["id"])
 
 
 @pytest.mark.parametrize("role", ROLES, ids=[str(r) for r in ROLES])
@@ -78,8 +89,17 @@ async def test_role_matrix(
     br: Api, received: str, method: str, template: str, role: str | None
 ) -> None:
     expected = MATRIX[(method, template)][ROLES.index(role)]
-    path = template.replace("{id}", received) + QUERIES.get((method, template), "")
-    reply = await br(method, path, role=role, json_body=BODIES.get((method, template)))
+    path = template.replace("{id}", received).replace("{n}", "0")
+    path += QUERIES.get((method, template), "")
+    file = (method, template) == ("POST", "/api/v1/attachments")
+    reply = await br(
+        method,
+        path,
+        role=role,
+        json_body=BODIES.get((method, template)),
+        data=b"evidence" if file else None,
+        headers={"Content-Type": "application/octet-stream"} if file else None,
+    )
     assert reply.status == expected, reply.body
     if expected == 401:
         assert reply.problem()["code"] == "unauthenticated"

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import json
 import logging
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import aiohttp
 import pytest
 
 from mla_node import authority
+from mla_node import logs as log_format
 from mla_node.protocol import forms
 from mla_node.transport.http import (
     ENVELOPE_PATH,
@@ -69,6 +73,17 @@ def private_key_needles(folder: Path) -> dict[str, bytes]:
 
 def found_in(haystack: bytes, needles: dict[str, bytes]) -> list[str]:
     return [name for name, needle in needles.items() if needle in haystack]
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """Everything logged, also as the JSON lines of ``node.log_format = "json"``."""
+    out = io.StringIO()
+    handler = log_format.handler("json", out)
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    yield out
+    logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture
@@ -128,7 +143,7 @@ async def problems(node: RunningNode, other: RunningNode, envelope: bytes) -> li
 
 
 async def test_sentinel_and_private_keys_appear_nowhere(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, wire: list[bytes]
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, wire: list[bytes], json_log: io.StringIO
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, every level
     responses: list[bytes] = []
@@ -176,6 +191,11 @@ async def test_sentinel_and_private_keys_appear_nowhere(
     ).encode()
     assert len(caplog.records) > 10  # the capture really saw the nodes' logging
     assert found_in(logs, {**keys, **sentinel, **_token_needles(tokens)}) == []
+    json_lines = json_log.getvalue().splitlines()
+    assert len(json_lines) > 10 and all(json.loads(line)["msg"] for line in json_lines)
+    assert (
+        found_in(json_log.getvalue().encode(), {**keys, **sentinel, **_token_needles(tokens)}) == []
+    )
     for envelope in wire:
         assert found_in(envelope, {**keys, **sentinel}) == []
     for body in responses:

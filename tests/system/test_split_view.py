@@ -68,7 +68,8 @@ async def until(check: Callable[[], bool]) -> None:
 
 
 def alerts(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT")]
+    # Only this test's kind: the example forms' legal deadlines are long past and raise their own.
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT split_view")]
 
 
 def backup(db: Path, to: Path) -> None:

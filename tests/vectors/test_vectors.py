@@ -37,6 +37,8 @@ NOT_FROM_THE_CORE = {
     errors.EnvelopeError.code,  # the base class
     errors.EnvelopeSenderMismatch.code,  # TLS certificate vs envelope sender: transport
     errors.MessageIdConflict.code,  # same id, other content: storage
+    errors.AttachmentMissing.code,  # the file is not (yet) in this node's store: storage
+    errors.AttachmentInvalid.code,  # the stored file does not match the signed digest: storage
     # A bundle is a composition of the objects vectored here (directory, checkpoint, envelope,
     # receipt, evidence, proofs); tests/test_bundle.py flips every byte of a real one.
     errors.BundleInvalid.code,
