@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import codec, e2e, log_part
+from bench import codec, e2e, log_part, transfer
 from bench.common import ROOT, load_average, load_label
 
-PARTS = ("codec", "e2e", "log")
+PARTS = ("codec", "e2e", "transfer", "log")
 
 
 def _machine() -> dict[str, Any]:
@@ -157,6 +157,9 @@ def _run_part(part: str, args: argparse.Namespace) -> tuple[dict[str, Any], str,
         result = e2e.run(e2e_settings, _progress)
         ok = not any(r["errors"] or r.get("not_delivered") for r in result["rows"])
         return result, e2e.render(result), ok
+    if part == "transfer":
+        moved = transfer.run(quick)
+        return dict(moved), transfer.render(moved), True
     result = log_part.run(log_part.QUICK_ENTRIES if quick else log_part.FULL_ENTRIES)
     return result, log_part.render(result), result["status"] == "ok"
 
