@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import json
 import logging
-import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from mla_node.service import audit_log, witness
 from mla_node.service.log_heads import LogHeads
 from mla_node.storage import witness_repo
 from mla_node.storage.db import Database, load_migrations
+from tests.dbkit import backup
 from tests.netkit import wait_for
 from tests.service.memnet import Node, memory_network, outbox_empty, submit
 
@@ -64,17 +64,6 @@ def logged(caplog: pytest.LogCaptureFixture, start: str) -> list[str]:
 
 def alerts(caplog: pytest.LogCaptureFixture) -> list[str]:
     return logged(caplog, "ALERT")
-
-
-def backup(db: Path, to: Path) -> None:
-    """A consistent copy of a live database (SQLite's online backup)."""
-    src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    dst = sqlite3.connect(to)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
 
 
 async def restore(node: Node, copy: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from mla_node.runtime import NodeRuntime
 from mla_node.service import audit_log, witness
 from mla_node.storage import repo, witness_repo
 from mla_node.witness_file import check_split_view_file, summary_lines
+from tests.dbkit import backup
 from tests.netkit import RunningNode, running_network, wait_for
 
 
@@ -70,17 +70,6 @@ async def until(check: Callable[[], bool]) -> None:
 def alerts(caplog: pytest.LogCaptureFixture) -> list[str]:
     # Only this test's kind: the example forms' legal deadlines are long past and raise their own.
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT split_view")]
-
-
-def backup(db: Path, to: Path) -> None:
-    """A consistent copy of a live node's database (SQLite's online backup API)."""
-    src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    dst = sqlite3.connect(to)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
 
 
 def put_back(db: Path, copy: Path) -> None:
