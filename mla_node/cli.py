@@ -142,15 +142,35 @@ def authority_init(folder: Path, network: str) -> None:
 @authority_group.command("admit")
 @click.argument("registration", type=FILE_OPTION)
 @click.option("--dir", "folder", type=DIR_OPTION, required=True, help="Authority folder.")
-def authority_admit(registration: Path, folder: Path) -> None:
+@click.option(
+    "--overlap",
+    "overlap_s",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seconds the state's previous keys stay valid (a key rotation under traffic: "
+    "mla-node keys rotate; e.g. 86400). 0: cut them now.",
+)
+@click.option(
+    "--keep-certificate",
+    is_flag=True,
+    help="Keep the state's TLS certificate when it certifies the registration's TLS key "
+    "(a rotation of message keys only: no TLS handshake is refused meanwhile).",
+)
+def authority_admit(
+    registration: Path, folder: Path, overlap_s: int, keep_certificate: bool
+) -> None:
     """Admit a node: verify its REGISTRATION, issue its TLS certificate and publish.
 
     Confirm out of band (by telephone, say) that the signing key id printed here is the one the
     state's central authority generated: the registration proves possession of the keys, not
     who sent it. The certificate is written to issued/STATE.pem and as tls.pem next to the
-    registration.
+    registration. For a key rotation (mla-node keys rotate) pass --overlap and
+    --keep-certificate, so that nothing in flight is refused while the new directory spreads.
     """
-    result = authority.admit(folder, registration, now=_now())
+    result = authority.admit(
+        folder, registration, now=_now(), overlap_s=overlap_s, keep_certificate=keep_certificate
+    )
     click.echo(f"Admitted {result.state}; directory version {result.version} published.")
     for kid in _signing_kids(registration):
         click.echo(f"  signing key id: {kid}  (confirm it with {result.state} out of band)")

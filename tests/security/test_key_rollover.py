@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -74,14 +75,24 @@ async def test_rotation_under_traffic_loses_nothing_and_old_proofs_verify(tmp_pa
         before = list(sent)  # sealed with, and answered under, the old keys
 
         registration = rotate_keys(ar.local)
-        now = dt.datetime.now(dt.UTC)
-        result = authority.admit(
-            tmp_path / "authority",
-            registration,
-            now=now,
-            overlap_s=OVERLAP_S,
-            keep_certificate=True,
+        # The authority's side through the command line, as an operator runs it.
+        admitted = CliRunner().invoke(
+            cli,
+            [
+                "authority",
+                "admit",
+                str(registration),
+                "--dir",
+                str(tmp_path / "authority"),
+                "--overlap",
+                str(OVERLAP_S),
+                "--keep-certificate",
+            ],
         )
+        assert admitted.exit_code == 0, admitted.output
+        found = re.search(r"directory version (\d+) published", admitted.output)
+        assert found is not None, admitted.output
+        version = int(found.group(1))
         publish_directory(tmp_path, [n.local for n in net.nodes.values()])
         published = time.monotonic()
 
@@ -89,7 +100,7 @@ async def test_rotation_under_traffic_loses_nothing_and_old_proofs_verify(tmp_pa
             return (
                 all(
                     n.runtime.ctx.trust.current is not None
-                    and n.runtime.ctx.trust.current.version == result.version
+                    and n.runtime.ctx.trust.current.version == version
                     for n in net.nodes.values()
                 )
                 and ar.runtime.ctx.identity.signing_key.kid != old_signing
