@@ -221,6 +221,8 @@ def _stop(
     signalled: bool = False,
 ) -> Stopped:
     """Signal the node (unless ``signalled`` already) and wait until it is gone."""
+    if proc is not None and proc.pid != node.pid:
+        proc = None  # a process since replaced by a restart: the manifest's pid is the node
     proc = proc or (_children.get(node.pid) if node.pid is not None else None)
 
     def gone() -> bool:
@@ -329,7 +331,11 @@ def network_down(
 
 
 def _alive(node: NodeRecord, proc: subprocess.Popen[bytes] | None) -> bool:
-    return proc.poll() is None if proc is not None else is_running(node)
+    # ``proc`` only speaks for the process it started: a node restarted since (by another
+    # command) has another pid in the manifest, which must still be stopped.
+    if proc is not None and proc.pid == node.pid:
+        return proc.poll() is None
+    return is_running(node)
 
 
 def start_node(

@@ -250,7 +250,10 @@ async def test_a_rolled_back_directory_from_the_url_is_refused(
 
         pki.write_public_file(served, old)  # an old backup restored on the authority's side
         trust = ar.runtime.ctx.trust
-        await until(lambda: trust.last_error is not None)
+        # Every node fetches the old bytes in its own time: wait until each has judged them.
+        await until(
+            lambda: all(n.runtime.ctx.trust.last_error is not None for n in net.nodes.values())
+        )
         assert trust.last_error.code == "directory_rollback"  # type: ignore[union-attr]
         await asyncio.sleep(10 * FETCH_S)
         assert net.version("AR") == newer

@@ -31,6 +31,7 @@ from mla_node.service.context import NodeContext, Role
 from mla_node.service.tokens import authenticate
 from mla_node.storage import repo
 from mla_node.transport.problems import problem_middleware
+from mla_node.ui import add_ui, is_ui_request
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
 READY: web.AppKey[ReadinessCheck] = web.AppKey("ready")
@@ -63,6 +64,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
     if resource is None:  # no route matched: let aiohttp answer 404/405
+        return await handler(request)
+    if is_ui_request(request):  # sessions, not tokens: the UI applies its own UI_POLICY
         return await handler(request)
     allowed = POLICY.get((request.method, resource.canonical))
     if allowed is None and request.method == "HEAD":
@@ -281,4 +284,5 @@ def make_clerk_app(
     add_audit_routes(r)
     add_attachment_routes(r)
     add_ops_routes(app)
+    add_ui(app)  # the web interface at /ui/ (mla_node/ui, docs/ui.md)
     return app

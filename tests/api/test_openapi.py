@@ -25,11 +25,14 @@ async def _ready() -> dict[str, Any]:
 
 
 def app_routes() -> set[tuple[str, str]]:
-    """(METHOD, path) of every route the clerk app registers (aiohttp adds HEAD to each GET)."""
+    """(METHOD, path) of every API route the clerk app registers (aiohttp adds HEAD to each GET).
+    The web interface's routes under /ui/ are not API operations and are left out."""
     app = make_clerk_app(cast(NodeContext, object()), _ready, 1 << 20)
     routes = set()
     for route in app.router.routes():
         assert route.resource is not None
+        if route.resource.canonical.startswith("/ui/"):
+            continue  # the web interface: its own session policy (tests/ui/test_ui_policy.py)
         routes.add((route.method, route.resource.canonical))
     heads = {(m, p) for m, p in routes if m == "HEAD"}
     assert all(("GET", p) in routes for _, p in heads), "a HEAD route without its GET"
