@@ -68,7 +68,8 @@ async def get_attachment(request: web.Request) -> web.Response:
     return web.json_response(attachments.upload_view(row))
 
 
-def _index(request: web.Request) -> int:
+def file_position(request: web.Request) -> int:
+    """The ``n`` of a ``.../attachments/{n}`` route: a file's position in its request."""
     raw = request.match_info["n"]
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 3):
         raise InvalidParameter("n is the file's position in the request, from 0", field="n")
@@ -77,8 +78,15 @@ def _index(request: web.Request) -> int:
 
 async def get_attachment_content(request: web.Request) -> web.StreamResponse:
     download = await attachments.open_download(
-        node_of(request), principal_of(request), message_id_of(request), _index(request)
+        node_of(request), principal_of(request), message_id_of(request), file_position(request)
     )
+    return await stream_download(request, download)
+
+
+async def stream_download(
+    request: web.Request, download: attachments.Download
+) -> web.StreamResponse:
+    """Stream a decrypted evidence file (the clerk API's and the web interface's downloads)."""
     digest = base64.b64encode(download.sha256).decode()
     response = web.StreamResponse(
         headers={

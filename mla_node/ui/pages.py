@@ -3,16 +3,16 @@ clerk API does: the same use cases, the same validation, the same evidence."""
 
 from __future__ import annotations
 
-import base64
 import secrets
 from typing import Any
 
 from aiohttp import web
 
+from mla_node.api.attachment_routes import file_position, stream_download
 from mla_node.errors import FormInvalid, InvalidParameter, MlaError
 from mla_node.ids import is_ulid
 from mla_node.protocol import forms
-from mla_node.protocol.attachments import content_disposition, decode_name_header
+from mla_node.protocol.attachments import decode_name_header
 from mla_node.service import attachments, cases, views
 from mla_node.service.context import Role
 from mla_node.service.tokens import authenticate
@@ -232,34 +232,10 @@ async def reply(request: web.Request) -> web.StreamResponse:
 
 
 async def file_download(request: web.Request) -> web.StreamResponse:
-    raw = request.match_info["n"]
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3):
-        raise InvalidParameter("n is the file's position in the request, from 0", field="n")
     download = await attachments.open_download(
-        node(request), principal(request), _message_id(request), int(raw)
+        node(request), principal(request), _message_id(request), file_position(request)
     )
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": content_disposition(download.name),
-            "Repr-Digest": f"sha-256=:{base64.b64encode(download.sha256).decode()}:",
-            "Cache-Control": "no-store",
-        }
-    )
-    response.content_length = download.size
-    await response.prepare(request)
-    try:
-        if request.method != "HEAD":
-            async for chunk in download.chunks:
-                await response.write(chunk)
-    except MlaError:
-        if request.transport is not None:
-            request.transport.abort()  # fewer bytes than promised, never a short file
-        return response
-    finally:
-        await download.chunks.aclose()
-    await response.write_eof()
-    return response
+    return await stream_download(request, download)
 
 
 async def new_page(request: web.Request) -> web.Response:
