@@ -15,17 +15,30 @@ from mla_node.ui.core import CSRF_FIELD, check_csrf, node, principal, render
 
 MAX_BUNDLE = 64 * 1024 * 1024
 LOG_PAGE = 50
+CHECKPOINT_PAGE = 20
+
+
+def _number(request: web.Request, name: str) -> int:
+    raw = request.query.get(name, "0")
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 18 else 0
 
 
 async def audit_page(request: web.Request) -> web.Response:
-    raw = request.query.get("after", "0")
-    after = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 18 else 0
+    """The log oldest first, ``LOG_PAGE`` records a page (``?after=`` the last seq shown: seqs
+    run 1, 2, 3, ... with no gap); the checkpoints newest first, ``CHECKPOINT_PAGE`` a page
+    (``?cp=`` how many newer ones to skip). Each list's links keep the other's place."""
+    after = _number(request, "after")
+    cp = _number(request, "cp")
     ctx = node(request)
+    newest_first = list(reversed((await audit_views.checkpoints(ctx))["items"]))
     return render(
         request,
         "audit.html",
-        checkpoints=await audit_views.checkpoints(ctx),
+        checkpoints=newest_first[cp : cp + CHECKPOINT_PAGE],
+        cp_prev=max(0, cp - CHECKPOINT_PAGE) if cp > 0 else None,
+        cp_next=cp + CHECKPOINT_PAGE if cp + CHECKPOINT_PAGE < len(newest_first) else None,
         log=await audit_views.log_page(ctx, after=after, limit=LOG_PAGE),
+        prev_after=max(0, after - LOG_PAGE) if after > 0 else None,
     )
 
 

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import jinja2
 from aiohttp import web
@@ -147,6 +147,9 @@ def render(
         role=session.principal.role.value if session else None,
         csrf=session.csrf if session else request.get(PRE_CSRF, ""),
         path=request.path,
+        languages=list(i18n.LANGUAGE_NAMES.items()),
+        lang_href=lambda code: _with_query(request, lang=code),
+        href=lambda **changes: _with_query(request, **changes),
         **context,
     )
     response = web.Response(text=html, status=status, content_type="text/html")
@@ -156,6 +159,13 @@ def render(
             secure=request.secure, max_age=365 * 24 * 3600,
         )  # fmt: skip
     return response
+
+
+def _with_query(request: web.Request, **changes: object) -> str:
+    """This page's query string (filters, search, page) with ``changes`` made; None removes."""
+    query = {k: v for k, v in request.query.items() if k not in changes}
+    query.update({k: str(v) for k, v in changes.items() if v is not None})
+    return "?" + urlencode(query)
 
 
 def redirect(location: str) -> web.HTTPSeeOther:

@@ -94,7 +94,8 @@ def _field(
     required: bool,
 ) -> Field:
     label = i18n.field_label(lang, name, name.replace("_", " ").capitalize())
-    f = Field(path, label, prop.get("description", ""), required, "text", error=errors.get(path))
+    help_text = i18n.field_help(lang, prop.get("description", ""))
+    f = Field(path, label, help_text, required, "text", error=errors.get(path))
     kind = prop.get("type")
     if kind == "object":
         f.kind = "group"

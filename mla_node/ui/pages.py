@@ -4,6 +4,7 @@ clerk API does: the same use cases, the same validation, the same evidence."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +17,7 @@ from mla_node.protocol.attachments import decode_name_header
 from mla_node.service import attachments, cases, views
 from mla_node.service.context import Role
 from mla_node.service.tokens import authenticate
-from mla_node.ui import audit_pages, casework, formgen
+from mla_node.ui import audit_pages, casework, formgen, paging
 from mla_node.ui.core import (
     CSRF_HEADER,
     PRE_CSRF,
@@ -109,32 +110,62 @@ async def cases_page(request: web.Request) -> web.Response:
         "search": (q.get("q") or "").strip()[:26] or None,
     }
     ctx = node(request)
-    lines = await casework.case_lines(
-        ctx, **filters, with_dates=views.may_see_content(ctx, principal(request))
+    page = await casework.case_page(
+        ctx,
+        box=filters["box"],
+        status=filters["status"],
+        form_type=filters["form_type"],
+        peer=filters["peer"],
+        search=filters["search"],
+        with_dates=views.may_see_content(ctx, principal(request)),
+        after=paging.cursor(q.get("after")),
+        before=paging.cursor(q.get("before")),
     )
     return render(
         request,
         "cases.html",
-        lines=lines,
+        lines=page.items,
+        page=page,
         filters=filters,
         states=casework.STATES,
         request_types=sorted(forms.REQUEST_TYPES),
     )
 
 
+INBOX_PAGE = 100  # received messages on one page of the inbox
+
+
 async def inbox_page(request: web.Request) -> web.Response:
-    page = await views.list_requests(
-        node(request),
-        box="inbox",
-        status=None,
-        form_type=None,
-        case_id=None,
-        peer=None,
-        cursor=None,
-        limit=views.MAX_PAGE,
+    ctx = node(request)
+
+    async def received(below: str | None) -> AsyncGenerator[dict[str, Any], None]:
+        cursor = below
+        while True:
+            batch = await views.list_requests(
+                ctx,
+                box="inbox",
+                status=None,
+                form_type=None,
+                case_id=None,
+                peer=None,
+                cursor=cursor,
+                limit=views.MAX_PAGE,
+            )
+            for item in batch["items"]:
+                yield item
+            cursor = batch["next_cursor"]
+            if cursor is None:
+                return
+
+    page = await paging.page_of(
+        received,
+        lambda m: str(m["id"]),
+        after=paging.cursor(request.query.get("after")),
+        before=paging.cursor(request.query.get("before")),
+        size=INBOX_PAGE,
     )
-    items = [casework.inbox_line(m) for m in page["items"]]
-    return render(request, "inbox.html", items=items)
+    items = [casework.inbox_line(m) for m in page.items]
+    return render(request, "inbox.html", items=items, page=page)
 
 
 async def _request_view(request: web.Request, message_id: str, **extra: Any) -> web.Response:
