@@ -1,12 +1,14 @@
 """mla_node's benchmarks, side by side with their peers, in one run: prints tables, writes JSON.
 
-    .venv/bin/python -m bench                      # everything, full size (3 to 5 minutes)
-    .venv/bin/python -m bench --quick              # CI-sized, under a minute on 2 cores
+    .venv/bin/python -m bench                      # everything, full size (5 to 7 minutes)
+    .venv/bin/python -m bench --quick              # CI-sized, under 2 minutes on 2 cores
     .venv/bin/python -m bench --only codec --only log --out results.json
     .venv/bin/python -m bench --setup-competitors  # once: as4 and pyas2lib in their own venv
 
 Parts: ``codec`` (the message cycle in one process, against as4 and pyas2lib), ``e2e`` (two
-nodes on loopback against plain aiohttp) and ``log`` (offline verification of an evidence log).
+nodes on loopback against plain aiohttp), ``transfer`` (a large evidence file node to node),
+``log`` (offline verification of an evidence log) and ``scale`` (the 35 OAS member states as 35
+nodes on this machine: start-up, idle RSS, requests across the mesh).
 bench/README.md says how to read the tables.
 """
 
@@ -22,10 +24,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import codec, e2e, log_part, transfer
+from bench import codec, e2e, log_part, scale, transfer
 from bench.common import ROOT, load_average, load_label
 
-PARTS = ("codec", "e2e", "transfer", "log")
+PARTS = ("codec", "e2e", "transfer", "log", "scale")
 
 
 def _machine() -> dict[str, Any]:
@@ -83,7 +85,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"create {codec.COMPETITORS_VENV.relative_to(ROOT)} with as4 and pyas2lib, and exit",
     )
+    parser.add_argument(
+        "--scale-states",
+        help="scale: comma-separated state codes of the nodes (default: the 35 OAS members)",
+    )
+    parser.add_argument(
+        "--scale-requests",
+        type=int,
+        help=f"scale: requests across the mesh (default {scale.FULL_REQUESTS:,}, "
+        f"{scale.QUICK_REQUESTS:,} with --quick)",
+    )
     args = parser.parse_args(argv)
+    if args.scale_states is not None:
+        states = [s.strip().upper() for s in args.scale_states.split(",") if s.strip()]
+        if len(states) < 2 or len(set(states)) != len(states):
+            parser.error("--scale-states needs at least two different states")
+        args.scale_states = states
+    if args.scale_requests is not None and args.scale_requests < 1:
+        parser.error("--scale-requests must be at least 1")
     unknown = set(args.contenders.split(",")) - set(codec.ALL_CONTENDERS)
     if unknown:
         parser.error(f"unknown contender(s): {', '.join(sorted(unknown))}")
@@ -160,6 +179,15 @@ def _run_part(part: str, args: argparse.Namespace) -> tuple[dict[str, Any], str,
     if part == "transfer":
         moved = transfer.run(quick)
         return dict(moved), transfer.render(moved), True
+    if part == "scale":
+        scale_settings = scale.ScaleSettings(
+            states=args.scale_states or scale.OAS_MEMBERS,
+            requests=args.scale_requests
+            or (scale.QUICK_REQUESTS if quick else scale.FULL_REQUESTS),
+            settle_s=5.0 if quick else 10.0,
+        )
+        result = scale.run(scale_settings, _progress)
+        return result, scale.render(result), scale.ok(result)
     result = log_part.run(log_part.QUICK_ENTRIES if quick else log_part.FULL_ENTRIES)
     return result, log_part.render(result), result["status"] == "ok"
 
