@@ -25,7 +25,7 @@ import base64
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -41,6 +41,7 @@ from mla_node.errors import ConfigError, KeyFileError, TrustError
 from mla_node.identity import (
     REGISTRATION_FORMAT,
     TLS_CERT_FILE,
+    check_endpoints,
     check_node_fields,
     registration_signing_bytes,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "publish",
     "remove_node",
     "revoke_key",
+    "set_endpoints",
 ]
 
 ROOT_KEY_FILE = "root.key"
@@ -110,6 +112,7 @@ class _Registration:
     state: str
     authority_name: str
     endpoint: str
+    endpoints: tuple[str, ...]  # every peer endpoint, endpoint first
     suites: tuple[str, ...]
     hostnames: list[str]
     keys: tuple[KeyEntry, ...]
@@ -152,6 +155,7 @@ def admit(
     cert_valid_days: int = 397,
     overlap_s: int = 0,
     keep_certificate: bool = False,
+    endpoints: Sequence[str] | None = None,
 ) -> AdmitResult:
     """Verify a node's registration, issue its TLS certificate, add it and publish.
 
@@ -165,10 +169,16 @@ def admit(
     is still accepted. With ``keep_certificate`` the state's current certificate is kept when it
     certifies the registration's TLS key: rotating message keys then leaves the pinned TLS
     certificate alone, and no peer's connection breaks while the directories propagate.
+
+    ``endpoints``, when given, replace the peer endpoints the registration lists (the first is
+    the primary); each must be an https URL whose host the registration's hostnames name, since
+    every worker of the node presents the one certificate issued here.
     """
     if overlap_s < 0:
         raise ConfigError("the overlap must not be negative", field="overlap_s")
     reg = _read_registration(registration)
+    if endpoints is not None:
+        reg = replace(reg, endpoints=_checked_endpoints(list(endpoints), reg.hostnames))
     with _locked(dir):
         registry = _load_registry(dir)
         ca_key = _load_ca_key(dir)
@@ -185,7 +195,8 @@ def admit(
         entry = NodeEntry(
             state=reg.state,
             authority=reg.authority_name,
-            endpoint=reg.endpoint,
+            endpoint=reg.endpoints[0],
+            endpoints=reg.endpoints,
             suites=reg.suites,
             tls_cert_sha256=pki.certificate_fingerprint(cert_der),
             tls_cert_der=cert_der,
@@ -217,6 +228,48 @@ def _retired_keys(
         # A key whose window had not opened yet never signed anything worth keeping.
         if k.kid not in kept and k.not_before < now_ms
     )
+
+
+def set_endpoints(
+    dir: Path,
+    state: str,
+    endpoints: Sequence[str],
+    *,
+    now: datetime,
+    directory_valid_days: int = 30,
+) -> int:
+    """Replace the peer endpoints of an admitted state (the first is the primary), then publish;
+    returns the new directory version.
+
+    For a node that runs several workers, each serving the peer endpoint at its own URL with the
+    same certificate: every URL's host must be one the state's certificate names, or no peer
+    could complete a handshake there. Keys and certificate are left as they are.
+    """
+    with _locked(dir):
+        registry = _load_registry(dir)
+        entry = registry.nodes.get(state)
+        if entry is None:
+            raise ConfigError(f"{state!r} has no node in the registry", field="state")
+        cert = x509.load_der_x509_certificate(entry.tls_cert_der)
+        checked = _checked_endpoints(list(endpoints), _certificate_hostnames(cert))
+        nodes = {**registry.nodes, state: entry.with_endpoints(checked)}
+        _, version = _publish_locked(dir, replace(registry, nodes=nodes), now, directory_valid_days)
+    return version
+
+
+def _checked_endpoints(endpoints: list[str], hostnames: list[str]) -> tuple[str, ...]:
+    if not endpoints:
+        raise ConfigError("a node needs at least one endpoint", field="endpoints")
+    return tuple(check_endpoints(endpoints[0], endpoints, hostnames))
+
+
+def _certificate_hostnames(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    return [*san.get_values_for_type(x509.DNSName), *ips]
 
 
 def publish(dir: Path, *, now: datetime, directory_valid_days: int = 30) -> Path:
@@ -407,6 +460,8 @@ def _node_to_json(node: NodeEntry) -> dict[str, Any]:
         "state": node.state,
         "authority": node.authority,
         "endpoint": node.endpoint,
+        # Only when there are several: a registry of single-endpoint nodes reads as before.
+        **({"endpoints": list(node.endpoints)} if len(node.endpoints) > 1 else {}),
         "suites": list(node.suites),
         "tls_cert_sha256": node.tls_cert_sha256,
         "tls_cert_pem": pki.certificate_pem(
@@ -418,10 +473,16 @@ def _node_to_json(node: NodeEntry) -> dict[str, Any]:
 
 def _node_from_json(obj: dict[str, Any]) -> NodeEntry:
     cert = pki.load_certificate_pem(str(obj["tls_cert_pem"]).encode("ascii"))
+    endpoint = str(obj["endpoint"])
+    listed = obj.get("endpoints")
+    endpoints = (endpoint,) if listed is None else tuple(str(e) for e in listed)
+    if endpoints[0] != endpoint:
+        raise ValueError(f"the first endpoint of {obj['state']} is not its endpoint")
     return NodeEntry(
         state=str(obj["state"]),
         authority=str(obj["authority"]),
-        endpoint=str(obj["endpoint"]),
+        endpoint=endpoint,
+        endpoints=endpoints,
         suites=tuple(str(s) for s in obj["suites"]),
         tls_cert_sha256=str(obj["tls_cert_sha256"]),
         tls_cert_der=cert.public_bytes(Encoding.DER),
@@ -518,6 +579,9 @@ def _read_registration(path: Path) -> _Registration:
     check_node_fields(
         state=state, authority_name=authority_name, endpoint=endpoint, hostnames=hostnames
     )
+    endpoints = check_endpoints(
+        endpoint, _typed(obj, "endpoints", list) if "endpoints" in obj else None, hostnames
+    )
     suites = _typed(obj, "suites", list)
     known_suites = {s.value for s in Suite}
     if not suites or len(set(suites)) != len(suites) or not set(suites) <= known_suites:
@@ -532,6 +596,7 @@ def _read_registration(path: Path) -> _Registration:
         state=state,
         authority_name=authority_name,
         endpoint=endpoint,
+        endpoints=tuple(endpoints),
         suites=tuple(suites),
         hostnames=hostnames,
         keys=keys,

@@ -52,7 +52,13 @@ from mla_node.demo import (
     run_scenario,
 )
 from mla_node.errors import ConfigError, MlaError
-from mla_node.identity import REGISTRATION_FILE, check_node_fields, init_node, load_signing_key
+from mla_node.identity import (
+    REGISTRATION_FILE,
+    check_endpoints,
+    check_node_fields,
+    init_node,
+    load_signing_key,
+)
 from mla_node.passphrase import configured_passphrase
 from mla_node.pki import write_public_file
 from mla_node.protocol import forms
@@ -157,8 +163,20 @@ def authority_init(folder: Path, network: str) -> None:
     help="Keep the state's TLS certificate when it certifies the registration's TLS key "
     "(a rotation of message keys only: no TLS handshake is refused meanwhile).",
 )
+@click.option(
+    "--endpoint",
+    "endpoints",
+    multiple=True,
+    help="Peer endpoint URL to list for the node instead of the registration's; repeat for a "
+    "node with several workers (the first is the primary). Each host must be among the "
+    "registration's hostnames.",
+)
 def authority_admit(
-    registration: Path, folder: Path, overlap_s: int, keep_certificate: bool
+    registration: Path,
+    folder: Path,
+    overlap_s: int,
+    keep_certificate: bool,
+    endpoints: tuple[str, ...],
 ) -> None:
     """Admit a node: verify its REGISTRATION, issue its TLS certificate and publish.
 
@@ -169,7 +187,12 @@ def authority_admit(
     --keep-certificate, so that nothing in flight is refused while the new directory spreads.
     """
     result = authority.admit(
-        folder, registration, now=_now(), overlap_s=overlap_s, keep_certificate=keep_certificate
+        folder,
+        registration,
+        now=_now(),
+        overlap_s=overlap_s,
+        keep_certificate=keep_certificate,
+        endpoints=list(endpoints) or None,
     )
     click.echo(f"Admitted {result.state}; directory version {result.version} published.")
     for kid in _signing_kids(registration):
@@ -283,8 +306,11 @@ def node_group() -> None:
 @click.option("--dir", "folder", type=DIR_OPTION, required=True, help="The node's folder.")
 @click.option(
     "--endpoint",
+    "endpoints",
     required=True,
-    help="https:// URL other nodes deliver to, e.g. https://mla.example.org:8443.",
+    multiple=True,
+    help="https:// URL other nodes deliver to, e.g. https://mla.example.org:8443; repeat for a "
+    "node with several workers, each at its own URL (the first is the primary).",
 )
 @click.option("--authority-name", help="Name of the central authority (known for some states).")
 @click.option(
@@ -319,7 +345,7 @@ def node_group() -> None:
 def node_init(
     state: str,
     folder: Path,
-    endpoint: str,
+    endpoints: tuple[str, ...],
     authority_name: str | None,
     hostnames: tuple[str, ...],
     clerk_port: int,
@@ -343,10 +369,12 @@ def node_init(
             field=str(config_path),
         )
     name = authority_name or localnet.CENTRAL_AUTHORITIES.get(state)
-    host = urlsplit(endpoint).hostname
-    names = list(hostnames) or ([host] if host else [])
+    endpoint = endpoints[0]
+    hosts = [urlsplit(e).hostname for e in endpoints]
+    names = list(hostnames) or list(dict.fromkeys(h for h in hosts if h))
     # Checked before any file is written, so a mistake leaves nothing half made.
     check_node_fields(state=state, authority_name=name or "?", endpoint=endpoint, hostnames=names)
+    check_endpoints(endpoint, list(endpoints), names)
     if name is None:
         raise ConfigError(
             f"no central authority is known for {state}: give --authority-name",
@@ -362,6 +390,7 @@ def node_init(
         state=state,
         authority_name=name,
         endpoint=endpoint,
+        endpoints=list(endpoints),
         hostnames=names,
         suites=list(Suite),
         now_ms=int(_now().timestamp() * 1000),

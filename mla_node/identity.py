@@ -46,7 +46,12 @@ from mla_node import passphrase as sealing
 from mla_node import pki
 from mla_node.errors import ConfigError, KeyFileError
 from mla_node.protocol import codec
-from mla_node.protocol.directory import MAX_AUTHORITY_NAME, OAS_STATES
+from mla_node.protocol.directory import (
+    MAX_AUTHORITY_NAME,
+    MAX_ENDPOINT,
+    MAX_ENDPOINTS,
+    OAS_STATES,
+)
 from mla_node.protocol.keys import (
     SIGNING_ALG,
     EncryptionKey,
@@ -67,6 +72,7 @@ __all__ = [
     "TLS_KEY_FILE",
     "NodeIdentity",
     "Rotation",
+    "check_endpoints",
     "check_node_fields",
     "init_node",
     "load_identity",
@@ -95,7 +101,7 @@ _ENCRYPTION_KINDS: dict[str, Suite] = {
     name.removesuffix(".key"): suite for suite, name in ENCRYPTION_KEY_FILES.items()
 }
 _MS_PER_DAY = 86_400_000
-_MAX_ENDPOINT = 512  # the directory refuses longer endpoints
+_MAX_ENDPOINT = MAX_ENDPOINT  # the directory refuses longer endpoints
 
 
 @dataclass(frozen=True)
@@ -145,25 +151,60 @@ def check_node_fields(
             f"the authority name must be 1 to {MAX_AUTHORITY_NAME} characters",
             field="authority_name",
         )
+    host = _endpoint_host(endpoint, "endpoint")
+    if not hostnames or not all(isinstance(h, str) and h.strip() for h in hostnames):
+        raise ConfigError("at least one TLS hostname or IP address is needed", field="hostnames")
+    _check_host(host, hostnames)
+
+
+def check_endpoints(endpoint: str, endpoints: list[str] | None, hostnames: list[str]) -> list[str]:
+    """The node's peer endpoints, the primary first: ``endpoints`` when given (its first must be
+    ``endpoint``), else ``[endpoint]``.
+
+    Each is checked as ``check_node_fields`` checks the endpoint (an https URL whose host is
+    among ``hostnames``: every worker of the node presents the same certificate); none twice,
+    at most the directory's bound.
+    """
+    if endpoints is None:
+        return [endpoint]
+    if not isinstance(endpoints, list) or not all(isinstance(e, str) for e in endpoints):
+        raise ConfigError("endpoints must be a list of URLs", field="endpoints")
+    if not 1 <= len(endpoints) <= MAX_ENDPOINTS:
+        raise ConfigError(f"a node has 1 to {MAX_ENDPOINTS} endpoints", field="endpoints")
+    if endpoints[0] != endpoint:
+        raise ConfigError(
+            f"the first of the endpoints must be the endpoint {endpoint!r}", field="endpoints"
+        )
+    if len(set(endpoints)) != len(endpoints):
+        raise ConfigError("an endpoint is listed twice", field="endpoints")
+    for url in endpoints:
+        _check_host(_endpoint_host(url, "endpoints"), hostnames)
+    return list(endpoints)
+
+
+def _endpoint_host(endpoint: str, field: str) -> str:
+    """The host of an https endpoint URL, or ConfigError naming ``field``."""
     try:
         url = urlsplit(endpoint)
         _ = url.port  # parsed lazily: reading it is what refuses a bad port
     except ValueError as exc:
-        raise ConfigError(f"endpoint {endpoint!r} is not a URL: {exc}", field="endpoint") from exc
+        raise ConfigError(f"endpoint {endpoint!r} is not a URL: {exc}", field=field) from exc
     if url.scheme != "https" or not url.hostname or url.username or url.password:
         raise ConfigError(
             f"endpoint {endpoint!r} must be an https:// URL with a host and no user or password",
-            field="endpoint",
+            field=field,
         )
     if len(endpoint) > _MAX_ENDPOINT:
-        raise ConfigError(f"endpoint is longer than {_MAX_ENDPOINT} characters", field="endpoint")
-    if not hostnames or not all(isinstance(h, str) and h.strip() for h in hostnames):
-        raise ConfigError("at least one TLS hostname or IP address is needed", field="hostnames")
+        raise ConfigError(f"endpoint is longer than {_MAX_ENDPOINT} characters", field=field)
+    return url.hostname
+
+
+def _check_host(host: str, hostnames: list[str]) -> None:
     # Peers connect with check_hostname on, so a certificate that does not name the endpoint's
     # host would fail every delivery to this node.
-    if _host_key(url.hostname) not in {_host_key(h) for h in hostnames}:
+    if _host_key(host) not in {_host_key(h) for h in hostnames}:
         raise ConfigError(
-            f"the endpoint's host {url.hostname!r} is not among the hostnames {hostnames}",
+            f"the endpoint's host {host!r} is not among the hostnames {hostnames}",
             field="hostnames",
         )
 
@@ -191,15 +232,19 @@ def init_node(
     now_ms: int,
     key_valid_days: int = 730,
     passphrase: bytes | None = None,
+    endpoints: list[str] | None = None,
 ) -> Path:
     """Generate a node's keys in ``keys_dir`` and write ``registration.json``; return its path.
 
     Never overwrites a key: losing an encryption key loses every envelope sealed to it. With a
-    ``passphrase`` every private key file is sealed with it.
+    ``passphrase`` every private key file is sealed with it. ``endpoints`` lists every peer
+    endpoint of a node that runs several workers, ``endpoint`` first; the registration carries
+    them only when there is more than one.
     """
     check_node_fields(
         state=state, authority_name=authority_name, endpoint=endpoint, hostnames=hostnames
     )
+    all_endpoints = check_endpoints(endpoint, endpoints, hostnames)
     try:
         suites = list(dict.fromkeys(Suite(s) for s in suites))
     except ValueError as exc:
@@ -235,6 +280,8 @@ def init_node(
         "hostnames": list(hostnames),
         "tls_csr_pem": csr.public_bytes(Encoding.PEM).decode("ascii"),
     }
+    if len(all_endpoints) > 1:
+        body["endpoints"] = all_endpoints
     _write_message_keys(keys_dir, signing, encryption, passphrase)
     sealing.write_key(keys_dir / TLS_KEY_FILE, pki.private_key_pem(tls_key), passphrase)
     # Last, so that a registration on disk always has its private keys beside it.
@@ -267,6 +314,7 @@ def rotate_keys(
     try:
         old = json.loads((keys_dir / REGISTRATION_FILE).read_bytes())
         body = {k: old[k] for k in _REGISTRATION_NODE_FIELDS}
+        body.update({k: old[k] for k in _REGISTRATION_OPTIONAL_FIELDS if k in old})
         suites = [Suite(s) for s in old["suites"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise KeyFileError(
@@ -304,6 +352,7 @@ _REGISTRATION_NODE_FIELDS = (
     "hostnames",
     "tls_csr_pem",
 )
+_REGISTRATION_OPTIONAL_FIELDS = ("endpoints",)
 
 
 def _check_valid_days(key_valid_days: int) -> None:

@@ -7,6 +7,7 @@ The network authority signs the directory with its root key. A node trusts nothi
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -68,6 +69,10 @@ OAS_STATES = frozenset(
 )
 KEY_USES = frozenset({"sign", "encrypt"})
 MAX_AUTHORITY_NAME = 512
+MAX_ENDPOINT = 512  # characters of one endpoint URL
+# Peer endpoints one state may list (one per worker process or machine of its node). A bound,
+# so that a directory cannot make a sender cycle through thousands of URLs for one delivery.
+MAX_ENDPOINTS = 16
 _ED25519_LEN = 32
 
 
@@ -99,24 +104,55 @@ class KeyEntry:
 
 @dataclass(frozen=True)
 class NodeEntry:
+    """One state's node as the directory lists it.
+
+    ``endpoints`` are every https URL of the node's peer endpoint (one per worker of a node that
+    runs several, all presenting the same certificate), in the authority's order; ``endpoint``
+    is always ``endpoints[0]``, the primary. Left out, ``endpoints`` is ``(endpoint,)``. An
+    ``endpoint`` that is not ``endpoints[0]`` wins and pins the entry to that one URL: that is
+    what ``dataclasses.replace(entry, endpoint=url)`` means (send to this URL only); to change
+    the list, use ``with_endpoints``.
+    """
+
     state: str
     authority: str  # the central authority's name
-    endpoint: str  # https URL of the peer endpoint
+    endpoint: str  # https URL of the primary peer endpoint: endpoints[0]
     suites: tuple[str, ...]
     tls_cert_sha256: str  # "sha256:<hex>" of the DER certificate the node presents
     tls_cert_der: bytes
     keys: tuple[KeyEntry, ...]
+    endpoints: tuple[str, ...] = ()  # every peer endpoint URL, endpoints[0] == endpoint
+
+    def __post_init__(self) -> None:
+        if not self.endpoints or self.endpoints[0] != self.endpoint:
+            object.__setattr__(self, "endpoints", (self.endpoint,))
+        else:
+            object.__setattr__(self, "endpoints", tuple(self.endpoints))
+
+    def with_endpoints(self, endpoints: tuple[str, ...] | list[str]) -> NodeEntry:
+        """The same entry with another list of endpoints, the first being the primary."""
+        if not endpoints:
+            raise ValueError("a node has at least one endpoint")
+        return dataclasses.replace(self, endpoint=endpoints[0], endpoints=tuple(endpoints))
 
     def as_map(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "state": self.state,
             "authority": self.authority,
             "endpoint": self.endpoint,
-            "suites": list(self.suites),
-            "tls_cert_sha256": self.tls_cert_sha256,
-            "tls_cert": self.tls_cert_der,
-            "keys": [k.as_map() for k in self.keys],
         }
+        # Only when there is more than one, so a single-endpoint entry signs as it always did.
+        if len(self.endpoints) > 1:
+            out["endpoints"] = list(self.endpoints)
+        out.update(
+            {
+                "suites": list(self.suites),
+                "tls_cert_sha256": self.tls_cert_sha256,
+                "tls_cert": self.tls_cert_der,
+                "keys": [k.as_map() for k in self.keys],
+            }
+        )
+        return out
 
 
 @dataclass(frozen=True)
@@ -315,9 +351,10 @@ def _parse(body: codec.Fields, raw: bytes) -> Directory:
         suites = n.array("suites")
         if not all(isinstance(s, str) for s in suites):
             raise DirectoryMalformed("suites must be strings", field=f"directory.nodes.{state}")
-        endpoint = n.text("endpoint", 512)
+        endpoint = n.text("endpoint", MAX_ENDPOINT)
         if not endpoint.startswith("https://"):
             raise DirectoryMalformed(f"endpoint of {state} is not https", field="endpoint")
+        endpoints = _endpoints(n, state, endpoint)
         tls_cert_der = n.blob("tls_cert")
         tls_cert_sha256 = n.text("tls_cert_sha256", 80)
         if tls_cert_sha256 != "sha256:" + hashlib.sha256(tls_cert_der).hexdigest():
@@ -328,6 +365,7 @@ def _parse(body: codec.Fields, raw: bytes) -> Directory:
             state=state,
             authority=n.text("authority", MAX_AUTHORITY_NAME),
             endpoint=endpoint,
+            endpoints=endpoints,
             suites=tuple(suites),
             tls_cert_sha256=tls_cert_sha256,
             tls_cert_der=tls_cert_der,
@@ -343,3 +381,27 @@ def _parse(body: codec.Fields, raw: bytes) -> Directory:
         revoked=revoked,
         raw=raw,
     )
+
+
+def _endpoints(n: codec.Fields, state: str, endpoint: str) -> tuple[str, ...]:
+    """The optional ``endpoints`` list of a node map: absent, the node has ``endpoint`` alone."""
+    if "endpoints" not in n.raw():
+        return (endpoint,)
+    listed = n.array("endpoints")
+    if not 1 <= len(listed) <= MAX_ENDPOINTS:
+        raise DirectoryMalformed(
+            f"{state} lists {len(listed)} endpoints, not 1 to {MAX_ENDPOINTS}", field="endpoints"
+        )
+    for url in listed:
+        if not isinstance(url, str) or len(url) > MAX_ENDPOINT or not url.startswith("https://"):
+            raise DirectoryMalformed(
+                f"an endpoint of {state} is not an https URL of at most {MAX_ENDPOINT} characters",
+                field="endpoints",
+            )
+    if listed[0] != endpoint:
+        raise DirectoryMalformed(
+            f"the first endpoint of {state} is not its endpoint", field="endpoints"
+        )
+    if len(set(listed)) != len(listed):
+        raise DirectoryMalformed(f"{state} lists an endpoint twice", field="endpoints")
+    return tuple(listed)

@@ -10,11 +10,15 @@ fault injectors wrap ``send(peer, envelope)``) without each having to pass it on
 
 from __future__ import annotations
 
+import ssl
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+import aiohttp
 
 from mla_node.errors import DeliveryError, EnvelopeError
 from mla_node.protocol.directory import NodeEntry
@@ -22,6 +26,82 @@ from mla_node.protocol.witness import ConsistencyProof
 
 # The size of the newest head of the receiver that the sender holds, for the send in progress.
 WITNESSED_SIZE: ContextVar[int | None] = ContextVar("mla_node_witnessed_size", default=None)
+
+# How long an endpoint that failed at the connection level (refused, reset, TLS handshake, no
+# answer) is passed over while the peer has others. Long enough that a burst of concurrent sends
+# (max_in_flight of them) does not each pay a failed connect to a worker that just died; short
+# enough that a restarted worker gets its share again within seconds, without health probes.
+ENDPOINT_COOL_DOWN_S = 5.0
+# Time to open a connection to one endpoint (TCP and the TLS handshake). Well under a delivery
+# attempt's own deadline (delivery.request_timeout_s, 30 s by default), so that an endpoint whose
+# machine is gone (no refusal, no answer) leaves time to try the peer's next one; and long enough
+# for two lost SYNs to be resent (after 1 s, then 3 s more) on a poor link.
+CONNECT_TIMEOUT_S = 10.0
+_TURNS = 720_720  # the round-robin counter wraps here: divisible by every count up to 16
+# What says an endpoint could not be reached or dropped the connection before answering, as
+# opposed to an answer: refused, reset, TLS handshake failed, timed out. The sender goes on to
+# the peer's next endpoint.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectionError,
+    ConnectionError,
+    ssl.SSLError,
+    TimeoutError,
+)
+
+
+class EndpointChooser:
+    """Which of a peer's endpoints each request goes to: round-robin per peer, passing over
+    those that failed within the cool-down unless every one of them did.
+
+    One per transport instance, shared by every request to every peer (envelopes and file
+    transfers alike). Synchronous and lock-free: it is only used from the event loop's thread.
+    ``clock`` is monotonic seconds, an argument so that tests need not sleep.
+    """
+
+    def __init__(
+        self,
+        cool_down_s: float = ENDPOINT_COOL_DOWN_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cool_down_s = cool_down_s
+        self._clock = clock
+        self._turn: dict[str, int] = {}  # state -> the next round-robin position
+        self._cooling: dict[tuple[str, str], float] = {}  # (state, url) -> usable again at
+
+    def order(self, peer: NodeEntry) -> list[str]:
+        """The endpoints to try for one request, best first: the ready ones in round-robin
+        order from this request's turn, then those cooling down, the soonest usable first (a
+        last resort, once every ready one has failed too). The turn goes round the ready ones
+        only, so the load of an endpoint that is down spreads evenly over the others."""
+        now = self._clock()
+        ready: list[str] = []
+        cooling: list[tuple[float, int, str]] = []
+        for i, url in enumerate(peer.endpoints):
+            until = self._cooling.get((peer.state, url))
+            if until is None or until <= now:
+                self._cooling.pop((peer.state, url), None)
+                ready.append(url)
+            else:
+                cooling.append((until, i, url))
+        turn = self._turn.get(peer.state, 0)
+        self._turn[peer.state] = (turn + 1) % _TURNS
+        if ready:
+            start = turn % len(ready)
+            ready = ready[start:] + ready[:start]
+        return ready + [url for _, _, url in sorted(cooling)]
+
+    def failed(self, peer: NodeEntry, url: str) -> None:
+        """``url`` failed at the connection level: pass it over for the cool-down."""
+        self._cooling[(peer.state, url)] = self._clock() + self.cool_down_s
+
+    def answered(self, peer: NodeEntry, url: str) -> None:
+        """``url`` answered (whatever it said): it is usable again at once."""
+        self._cooling.pop((peer.state, url), None)
+
+    def cooling(self, peer: NodeEntry) -> list[str]:
+        """The endpoints of ``peer`` now passed over (for tests and diagnostics)."""
+        now = self._clock()
+        return [u for u in peer.endpoints if self._cooling.get((peer.state, u), 0.0) > now]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,10 @@ blob_offset_mismatch``, and the sender starts its next try with a new HEAD.
 A transfer has no deadline as a whole (a large file on a slow link takes long), but one that
 makes no progress for ``stall_s`` is abandoned: the sender watches the bytes it hands to the
 connection, so a peer that stops reading cannot hold a delivery for ever.
+
+A peer with several endpoints (workers sharing one database and one file store) is asked through
+the transport's ``EndpointChooser``: a transfer whose endpoint cannot be reached, or is cut, starts
+again with a HEAD at the next endpoint, which reports the same offset, and resumes from there.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from mla_node.errors import BlobError, DeliveryError, UnsupportedMediaType
 from mla_node.pki import peer_certificate_der
 from mla_node.protocol.directory import NodeEntry
 from mla_node.storage.blobs import is_digest
+from mla_node.transport.base import CONNECT_TIMEOUT_S, CONNECTION_ERRORS, EndpointChooser
 
 BLOB_PATH = "/peer/v1/blobs/"
 OFFSET = "Upload-Offset"
@@ -123,20 +128,38 @@ async def push_blob(
     path: Path,
     *,
     stall_s: float,
+    endpoints: EndpointChooser | None = None,
 ) -> int:
     """Make the peer hold the whole file; returns the bytes sent this time (0: it had it).
     Raises DeliveryError for anything but success: the delivery is retried later, and resumes
-    from what the peer holds by then."""
-    url = peer.endpoint.rstrip("/") + BLOB_PATH + digest.hex()
+    from what the peer holds by then. ``endpoints`` chooses among the peer's endpoints (a
+    fresh chooser when None: the primary first)."""
+    chooser = endpoints if endpoints is not None else EndpointChooser()
     progress = _Progress()
-    try:
-        return await _guard(_push(session, url, size, path, progress, stall_s), progress, stall_s)
-    except DeliveryError:
-        raise
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise DeliveryError(
-            f"{peer.state}: file {digest.hex()[:16]}: {type(exc).__name__}: {exc}"
-        ) from exc
+    failures: list[str] = []
+    for endpoint in chooser.order(peer):
+        url = endpoint.rstrip("/") + BLOB_PATH + digest.hex()
+        progress.moved(0)  # a new endpoint gets its own stall allowance
+        try:
+            sent = await _guard(
+                _push(session, url, size, path, progress, stall_s), progress, stall_s
+            )
+        except DeliveryError:
+            raise
+        except CONNECTION_ERRORS as exc:
+            chooser.failed(peer, endpoint)
+            failures.append(f"{url}: {type(exc).__name__}: {exc}")
+            continue
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DeliveryError(
+                f"{peer.state}: file {digest.hex()[:16]}: {type(exc).__name__}: {exc}"
+            ) from exc
+        chooser.answered(peer, endpoint)
+        return sent
+    raise DeliveryError(
+        f"{peer.state}: file {digest.hex()[:16]}: no endpoint could be reached: "
+        + "; ".join(failures)
+    )
 
 
 async def _push(
@@ -149,7 +172,10 @@ async def _push(
 ) -> int:
     # No total deadline (the default one would cut a large file at 5 minutes) and no read
     # deadline during the PATCH (nothing comes back until the body is sent): _guard watches.
-    head_timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall_s, sock_read=stall_s)
+    # Connecting is bounded tighter than a stall, so that an endpoint whose machine is gone
+    # fails as unreachable (and the next one is tried) before the stall guard gives up.
+    connect_s = min(stall_s, CONNECT_TIMEOUT_S)
+    head_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=stall_s)
     async with session.head(url, allow_redirects=False, timeout=head_timeout) as resp:
         held = _held(resp)
     if held == size:
@@ -162,7 +188,7 @@ async def _push(
         "Content-Type": PATCH_TYPE,
         "Content-Length": str(size - held),
     }
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall_s)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s)
     # The file is closed here, not by the body generator: aiohttp drops a generator it stopped
     # reading (a cut connection) without closing it.
     f = await asyncio.to_thread(path.open, "rb")

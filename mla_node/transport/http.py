@@ -4,6 +4,13 @@ The client sends only to endpoints from the signed directory, follows no redirec
 only the very server certificate the directory lists for the peer. Foreign exceptions are
 translated into ``DeliveryError`` at this boundary.
 
+A peer that runs several workers lists several endpoints (``NodeEntry.endpoints``), all
+presenting its one certificate. Requests take turns among them (``EndpointChooser``), and one that
+cannot be reached at the connection level (refused, reset, TLS handshake failed, no answer) is
+tried at the next endpoint within the same ``send``: the receiving workers share one database and
+an envelope is idempotent there, so a second try can only get the same receipt. Any HTTP answer,
+a receipt or a refusal, is the peer's answer and is never retried elsewhere.
+
 Two headers carry the log-head hints (docs/protocol.md §5.1): ``Mla-Witnessed-Size`` on the
 request (the size of the receiver's newest head the sender holds) and ``Mla-Consistency-Proof``
 on the answer, 200 or problem (the proof from that size to the head in the receipt). Neither is
@@ -35,7 +42,16 @@ from mla_node.logs import REQUEST_ID, REQUEST_ID_HEADER, valid_request_id
 from mla_node.pki import peer_certificate_der, read_private_file
 from mla_node.protocol.directory import NodeEntry
 from mla_node.protocol.witness import ConsistencyProof
-from mla_node.transport.base import WITNESSED_SIZE, LogProofSource, PeerAnswer, Receiver
+from mla_node.transport.base import (
+    CONNECT_TIMEOUT_S,
+    CONNECTION_ERRORS,
+    ENDPOINT_COOL_DOWN_S,
+    WITNESSED_SIZE,
+    EndpointChooser,
+    LogProofSource,
+    PeerAnswer,
+    Receiver,
+)
 from mla_node.transport.blobs import BlobReceiver, add_blob_routes, push_blob
 from mla_node.transport.problems import PROBLEM_JSON, problem_middleware, problem_response
 
@@ -71,6 +87,8 @@ class HttpTransport:
 
     ``source_host`` binds outgoing connections to that local address (a network fault proxy in
     front of a peer tells the nodes of a local network apart by it: 127.0.0.2, 127.0.0.3, ...).
+    ``endpoint_cool_down_s``: how long an endpoint that failed is passed over
+    (``ENDPOINT_COOL_DOWN_S``); ``endpoints`` is the chooser, kept for the transport's life.
     """
 
     def __init__(
@@ -80,12 +98,14 @@ class HttpTransport:
         *,
         max_connections_per_peer: int = 16,
         source_host: str | None = None,
+        endpoint_cool_down_s: float = ENDPOINT_COOL_DOWN_S,
     ) -> None:
         self._cert = cert_pem_path
         self._key = key_path
         self._max_per_peer = max_connections_per_peer
         self._local_addr = (source_host, 0) if source_host else None
         self._sessions: dict[str, tuple[str, aiohttp.ClientSession]] = {}
+        self.endpoints = EndpointChooser(endpoint_cool_down_s)
 
     async def _client(self, peer: NodeEntry) -> aiohttp.ClientSession:
         current = self._sessions.get(peer.state)
@@ -99,12 +119,12 @@ class HttpTransport:
                 ssl=context, limit_per_host=self._max_per_peer, local_addr=self._local_addr
             ),
             auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=300, sock_connect=CONNECT_TIMEOUT_S),
         )
         self._sessions[peer.state] = (peer.tls_cert_sha256, session)
         return session
 
     async def send(self, peer: NodeEntry, envelope: bytes) -> PeerAnswer:
-        url = peer.endpoint.rstrip("/") + ENVELOPE_PATH
         headers = {"Content-Type": ENVELOPE_TYPE}
         request_id = REQUEST_ID.get()
         if request_id is not None:  # the receiver logs it: one id for the work on both nodes
@@ -114,9 +134,32 @@ class HttpTransport:
             headers[WITNESSED_SIZE_HEADER] = str(witnessed)
         try:
             session = await self._client(peer)
-            async with session.post(
-                url, data=envelope, headers=headers, allow_redirects=False
-            ) as resp:
+        except (OSError, ssl.SSLError) as exc:
+            raise DeliveryError(f"{peer.state}: {type(exc).__name__}: {exc}") from exc
+        failures: list[str] = []
+        for endpoint in self.endpoints.order(peer):
+            url = endpoint.rstrip("/") + ENVELOPE_PATH
+            try:
+                # Awaited without a body read: returns once the answer's head has arrived, so
+                # what fails here failed before the peer answered anything.
+                resp = await session.post(
+                    url, data=envelope, headers=headers, allow_redirects=False
+                )
+            except CONNECTION_ERRORS as exc:
+                self.endpoints.failed(peer, endpoint)
+                failures.append(f"{url}: {type(exc).__name__}: {exc}")
+                continue
+            except (aiohttp.ClientError, OSError) as exc:
+                raise DeliveryError(f"{peer.state} at {url}: {type(exc).__name__}: {exc}") from exc
+            self.endpoints.answered(peer, endpoint)
+            return await self._read_answer(peer, url, resp)
+        raise DeliveryError(f"{peer.state}: no endpoint could be reached: {'; '.join(failures)}")
+
+    async def _read_answer(
+        self, peer: NodeEntry, url: str, resp: aiohttp.ClientResponse
+    ) -> PeerAnswer:
+        try:
+            async with resp:
                 body = await resp.content.read(MAX_RECEIPT + 1)
                 answer = _answer(peer, resp.status, resp.content_type, body)
                 proof = _proof(resp.headers.get(PROOF_HEADER))
@@ -135,7 +178,9 @@ class HttpTransport:
             session = await self._client(peer)
         except (OSError, ssl.SSLError) as exc:
             raise DeliveryError(f"{peer.state}: {type(exc).__name__}: {exc}") from exc
-        return await push_blob(session, peer, digest, size, path, stall_s=stall_s)
+        return await push_blob(
+            session, peer, digest, size, path, stall_s=stall_s, endpoints=self.endpoints
+        )
 
     async def close(self) -> None:
         for _, session in self._sessions.values():
