@@ -31,7 +31,20 @@ class NodeSection(_Section):
         description="Name of the central authority that runs the node.",
         max_length=MAX_AUTHORITY_NAME,
     )
-    database: Path = Field(Path("node.db"), description="SQLite database file.")
+    database: str = Field(
+        "node.db",
+        min_length=1,
+        description="Where the node keeps its state: a SQLite database file (the embedded "
+        "default; relative to this file's folder), or a PostgreSQL URL "
+        "(postgresql://USER@HOST:PORT/DBNAME, with the postgresql extra installed), which several "
+        "mla-node run workers of this state may share (docs/high-availability.md).",
+    )
+    files: str = Field(
+        "",
+        description="Folder of the encrypted evidence files and split-view evidence. Empty: "
+        "beside the SQLite database file; with PostgreSQL, this file's folder. Workers sharing "
+        "a PostgreSQL database must share this folder too.",
+    )
     log_format: Literal["text", "json"] = Field(
         "text",
         description="How mla-node run writes its log to standard error: text lines, or one "
@@ -174,6 +187,13 @@ class DeliverySection(_Section):
         description="Fraction of deadline_s after which a message still queued logs a warning, "
         "once.",
     )
+    lease_s: float = Field(
+        15.0,
+        gt=0,
+        description="Workers sharing a PostgreSQL database: how long a worker's claim on the "
+        "envelopes it is sending lasts unless renewed (it renews every third of it). A worker "
+        "that dies leaves its envelopes to the others after at most this long.",
+    )
     shutdown_grace_s: float = Field(
         10.0,
         ge=0,
@@ -247,8 +267,33 @@ class NodeConfig(_Section):
         return relative if relative.is_absolute() else self.base_dir / relative
 
     @property
+    def database_url(self) -> str | None:
+        """The PostgreSQL URL, or None when the node runs on its embedded SQLite file."""
+        url = self.node.database
+        return url if url.startswith(("postgresql://", "postgres://")) else None
+
+    @property
+    def database_location(self) -> str:
+        """What storage.db.open_database takes: the PostgreSQL URL or the SQLite file's path."""
+        return self.database_url or str(self.database_path)
+
+    @property
     def database_path(self) -> Path:
-        return self.path(self.node.database)
+        """The SQLite file; a ConfigError for a node on PostgreSQL (no file to back up, lock...)."""
+        if self.database_url is not None:
+            raise ConfigError(
+                "this needs the node's SQLite file, and node.database is a PostgreSQL URL "
+                "(use PostgreSQL's own tools: docs/high-availability.md)",
+                field="node.database",
+            )
+        return self.path(Path(self.node.database))
+
+    @property
+    def files_dir(self) -> Path:
+        """The evidence files' folder (``node.files``)."""
+        if self.node.files:
+            return self.path(Path(self.node.files))
+        return self.base_dir if self.database_url is not None else self.database_path.parent
 
     @property
     def keys_dir(self) -> Path:

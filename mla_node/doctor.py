@@ -26,6 +26,7 @@ from mla_node.passphrase import configured_passphrase
 from mla_node.protocol.directory import Directory, TrustRoot, verify_directory
 from mla_node.service.health import MS_PER_DAY, CertificateWatch, check_key_files
 from mla_node.service.trust import Staleness, staleness
+from mla_node.storage.db import open_database
 from mla_node.storage.node_lock import in_use
 from mla_node.transport.http import HttpTransport
 
@@ -54,7 +55,7 @@ async def diagnose(config: NodeConfig, now: int, *, peer_timeout_s: float = 10.0
     rows += rows_trust
     if identity is not None and trust is not None:
         rows += _certificates(config, identity, trust, directory, now)
-    rows += _database(config)
+    rows += await _shared_database(config) if config.database_url else _database(config)
     if identity is not None and directory is not None:
         rows += await _peers(config, identity, directory, now, peer_timeout_s)
     return rows
@@ -118,6 +119,20 @@ def _database(config: NodeConfig) -> list[Row]:
     except MlaError as exc:
         return [*rows, Row("database", FAIL, f"{exc.code}: {exc.detail}")]
     return rows + [Row(f"database {c.name}", OK if c.ok else FAIL, c.detail) for c in checks]
+
+
+async def _shared_database(config: NodeConfig) -> list[Row]:
+    """A node on PostgreSQL: the server answers, the schema is known, the log has no hole."""
+    try:
+        db = await open_database(config.database_location, name="mla-node doctor")
+    except MlaError as exc:
+        return [Row("database", FAIL, f"{exc.code}: {exc.detail}")]
+    try:
+        check = await db.integrity_check()
+        detail = f"PostgreSQL, schema version {db.schema_version}, {check}"
+        return [Row("database", OK if check == "ok" else FAIL, detail)]
+    finally:
+        await db.close()
 
 
 async def _peers(

@@ -38,13 +38,13 @@ from mla_node.service.context import NodeContext
 from mla_node.service.delivery import Deliverer
 from mla_node.service.health import CertificateWatch
 from mla_node.service.trust import TrustKeeper
-from mla_node.storage.db import Database, load_migrations
+from mla_node.storage.db import SQLITE_MIGRATIONS, open_database
 from mla_node.storage.node_lock import NodeLock
 from mla_node.transport.http import HttpTransport, make_peer_app
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = "mla_node.storage.migrations"
+MIGRATIONS = SQLITE_MIGRATIONS  # the SQLite file made by init and the local network
 HTTP_SHUTDOWN_S = 2.0  # longest wait for HTTP handlers still running when the servers close
 
 
@@ -87,11 +87,14 @@ class NodeRuntime:
                 f"cannot read the trust root {config.trust_root_path}: {exc.strerror}",
                 field="keys.trust_root",
             ) from exc
-        lock = NodeLock.acquire(config.database_path)  # one node per database
+        # One node per SQLite file; workers sharing a PostgreSQL database take its write lock
+        # per transaction instead (storage/pg_engine.py).
+        lock = None if config.database_url else NodeLock.acquire(config.database_path)
         try:
-            db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
+            db = await open_database(config.database_location, name=f"mla-node {config.node.state}")
         except BaseException:
-            lock.release()
+            if lock is not None:
+                lock.release()
             raise
         runners: list[web.AppRunner] = []
         try:
@@ -121,7 +124,8 @@ class NodeRuntime:
             for runner in runners:
                 await runner.cleanup()
             await db.close()
-            lock.release()
+            if lock is not None:
+                lock.release()
             raise
         await runtime.deliverer.start()
         runtime.tasks.append(

@@ -85,7 +85,7 @@ def test_commented_config_round_trips_awkward_values(tmp_path: Path) -> None:
         node=NodeSection(
             state="BR",
             authority_name='Ministério "da Justiça"\\ \n\t segunda linha',
-            database=Path("dados/nó.db"),
+            database="dados/nó.db",
         ),
         clerk_api=ClerkApiSection(host="::1", port=0),
         delivery=DeliverySection(initial_backoff_s=0.2, max_backoff_s=1e3, max_in_flight=1),

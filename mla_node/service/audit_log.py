@@ -36,6 +36,9 @@ async def checkpoint(ctx: NodeContext) -> bytes:
 
     When the log has not grown since the newest checkpoint, that one is returned unchanged.
     """
+    # The newest checkpoint is read before the tree: another worker of the node (issue 9) may
+    # sign a bigger one meanwhile, and the tree read after it is then at least as big.
+    latest = await repo.latest_checkpoint(ctx.db)
     tree = await log_tree(ctx)
     size, root = tree.size, tree.root()
     stored = await repo.checkpoint_at(ctx.db, size)
@@ -44,7 +47,6 @@ async def checkpoint(ctx: NodeContext) -> bytes:
             raise LogProofInvalid(f"the stored checkpoint of size {size} has another root")
         ctx.heads.adopt(stored.checkpoint, size)
         return stored.checkpoint
-    latest = await repo.latest_checkpoint(ctx.db)
     if latest is not None and (latest.size > size or tree.root(latest.size) != latest.root):
         raise LogProofInvalid(
             f"the evidence log is not an extension of its checkpoint of size {latest.size}"

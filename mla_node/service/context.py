@@ -7,7 +7,10 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -70,6 +73,8 @@ class NodeContext:
     # This node's newest checkpoint (put in every receipt), the proofs served from it, and the
     # peers' heads witnessed: service/log_heads.py.
     heads: LogHeads = field(default_factory=LogHeads)
+    # This process among the workers sharing the node's database: names its outbox claims.
+    worker: str = field(default_factory=lambda: worker_name())
 
     def __post_init__(self) -> None:
         self.trust.on_change.append(self.refresh_identity)
@@ -81,7 +86,7 @@ class NodeContext:
     @functools.cached_property
     def blobs(self) -> BlobStore:
         """The encrypted evidence files, beside the database (storage/blobs.py)."""
-        return BlobStore(self.config.database_path.parent / "blobs")
+        return BlobStore(self.config.files_dir / "blobs")
 
     async def refresh_identity(self, directory: Directory) -> None:
         """Pick up keys rotated on disk (``keys/`` and ``keys/retired/``) without a restart.
@@ -177,6 +182,11 @@ class NodeContext:
             actor=actor,
             content_digest=content_digest(message.body) if message.body is not None else None,
         )
+
+
+def worker_name() -> str:
+    """Host, process and a random tag (a pid is reused after a restart; the tag is not)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
 
 
 def _sha256(data: bytes) -> bytes:

@@ -17,12 +17,19 @@ cancelled after the grace stays in the outbox and is sent again after a restart.
 Each send names the size of the peer's newest log head stored here, and each receipt recorded
 has its head judged afterwards (service/witness.py), so a peer showing two histories is caught.
 Witnessing comes after the commit and swallows its own errors: it never costs a delivery.
+
+Workers sharing a PostgreSQL database (issue 9) claim what they send: a round's envelopes are
+leased to this worker in one write, the lease is renewed while attempts run and cleared when the
+attempt is recorded or rescheduled, so no two workers send the same envelope at once; a dead
+worker's leases lapse after ``delivery.lease_s`` and the others take its envelopes over. A node
+alone on its SQLite file (storage/node_lock.py) needs no claim, and makes none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 
@@ -73,15 +80,21 @@ class Deliverer:
         self.running = False
         self._stopping = False
         self.metrics = DeliveryMetrics()  # counted here, written out by GET /metrics
+        self._renewer: asyncio.Task[None] | None = None
+        self._in_flight = 0  # attempts running now: their leases are renewed
 
     async def start(self) -> None:
         d = self.ctx.config.delivery
         deadline_ms = d.deadline_s * 1000
         warn_ms = int(deadline_ms * d.deadline_warning_fraction)
         await self.ctx.db.write(lambda tx: repo.assign_missing_deadlines(tx, deadline_ms, warn_ms))
+        if not self.ctx.db.shared:  # claims left by this node's previous run: it is gone
+            await self.ctx.db.write(lambda tx: repo.release_leases(tx))
         self.running = True
         self._stopping = False
         self.ctx.wake_sender = self.wake
+        if self.ctx.db.shared:
+            self._renewer = asyncio.create_task(self._renew_leases(), name="outbox-leases")
         for peer in await repo.outbox_summary(self.ctx.db):
             self.wake(peer)
 
@@ -102,12 +115,16 @@ class Deliverer:
                     len(pending),
                     grace_s,
                 )
-        for task in loops:
+        renewer, self._renewer = self._renewer, None
+        for task in [*loops, *([renewer] if renewer else [])]:
             task.cancel()
-        for task in loops:
+        for task in [*loops, *([renewer] if renewer else [])]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._loops.clear()
+        if self.ctx.db.shared:  # the other workers need not wait for these claims to lapse
+            with contextlib.suppress(MlaError):
+                await self.ctx.db.write(lambda tx: repo.release_leases(tx, self.ctx.worker))
 
     def wake(self, peer: str) -> None:
         if not self.running:
@@ -148,7 +165,13 @@ class Deliverer:
         now = self.ctx.clock()
         probing = self._failing.get(peer, 0) > 0
         limit = 1 if probing else self.ctx.config.delivery.max_in_flight
-        due = await repo.due_for_peer(self.ctx.db, peer, now, limit)
+        worker = self.ctx.worker
+        due = await repo.due_for_peer(self.ctx.db, peer, now, limit, worker)
+        if due and self.ctx.db.shared:
+            lease_until = now + int(self.ctx.config.delivery.lease_s * 1000)
+            due = await self.ctx.db.write(
+                lambda tx: repo.claim_due(tx, peer, now, limit, worker, lease_until)
+            )
         if self._stopping:
             return 0.0  # start nothing new once stop() was called
         if not due:
@@ -164,10 +187,30 @@ class Deliverer:
         # Every line logged about the attempt, here and at the peer (the transport sends it),
         # names the request id of the API call that queued the envelope (mla_node/logs.py).
         request_id = REQUEST_ID.set(item.request_id)
+        self._in_flight += 1
         try:
             return await self._attempt_once(entry, item)
         finally:
+            self._in_flight -= 1
             REQUEST_ID.reset(request_id)
+
+    async def _renew_leases(self) -> None:
+        """Keep this worker's claims alive while its attempts run (a large file takes long)."""
+        lease_ms = int(self.ctx.config.delivery.lease_s * 1000)
+        while True:
+            await asyncio.sleep(self.ctx.config.delivery.lease_s / 3)
+            if self._in_flight == 0:
+                continue
+            try:
+                await self.ctx.db.write(
+                    functools.partial(
+                        repo.renew_leases,
+                        worker=self.ctx.worker,
+                        lease_until=self.ctx.clock() + lease_ms,
+                    )
+                )
+            except MlaError as exc:  # the next renewal tries again; a lapse costs a duplicate try
+                log.warning("could not renew the outbox leases: %s", exc.detail)
 
     async def _attempt_once(self, entry: NodeEntry, item: repo.OutboxItem) -> bool:
         crash_point("deliver.before_send")

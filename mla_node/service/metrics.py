@@ -275,16 +275,17 @@ async def render(ctx: NodeContext, counters: DeliveryMetrics, monitor: AlertMoni
         "mla_alerts", "Alerts standing now (GET /api/v1/alerts lists them).", sorted(alerts.items())
     )
 
-    # The database and its disk.
-    path = ctx.config.database_path
-    files = (path, path.with_name(path.name + "-wal"))
-    size = sum(p.stat().st_size for p in files if p.exists())
-    out.gauge("mla_database_bytes", "Size of the database file and its WAL.", [((), size)])
-    out.gauge(
-        "mla_database_free_bytes",
-        "Free space on the database's file system.",
-        [((), shutil.disk_usage(path.parent).free)],
-    )
+    # The database and its disk (a PostgreSQL server is watched with its own exporter).
+    if ctx.config.database_url is None:
+        path = ctx.config.database_path
+        files = (path, path.with_name(path.name + "-wal"))
+        size = sum(p.stat().st_size for p in files if p.exists())
+        out.gauge("mla_database_bytes", "Size of the database file and its WAL.", [((), size)])
+        out.gauge(
+            "mla_database_free_bytes",
+            "Free space on the database's file system.",
+            [((), shutil.disk_usage(path.parent).free)],
+        )
     out.counter(
         "mla_database_commits_total", "Group commits (one fsync each).", {(): ctx.db.commits}
     )

@@ -46,7 +46,7 @@ EVIDENCE_DIR = "evidence"
 
 def evidence_dir(ctx: NodeContext) -> Path:
     """Where evidence files go: ``evidence/`` beside the node's database."""
-    return ctx.config.database_path.parent / EVIDENCE_DIR
+    return ctx.config.files_dir / EVIDENCE_DIR
 
 
 async def newest_witnessed(ctx: NodeContext, peer: str) -> Checkpoint | None:

@@ -281,23 +281,67 @@ async def outbox_state(db: Reader, message_id: str) -> OutboxState | None:
     return OutboxState(*tuple(row)) if row else None
 
 
-async def due_for_peer(db: Reader, peer: str, now: int, limit: int) -> list[OutboxItem]:
-    rows = await db.fetchall(
-        "SELECT o.message_id, o.peer, o.attempts, o.next_attempt_at, m.envelope, "
-        "m.envelope_sha256, "
-        "EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = o.message_id), o.request_id "
-        "FROM outbox o JOIN messages m ON m.id = o.message_id "
-        "WHERE o.peer = ? AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at, o.message_id "
-        "LIMIT ?",
-        (peer, now, limit),
+# Due to a peer, and not claimed by another worker (or that worker's claim lapsed).
+_DUE = (
+    "SELECT o.message_id, o.peer, o.attempts, o.next_attempt_at, m.envelope, "
+    "m.envelope_sha256, "
+    "EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = o.message_id), o.request_id "
+    "FROM outbox o JOIN messages m ON m.id = o.message_id "
+    "WHERE o.peer = ? AND o.next_attempt_at <= ? "
+    "AND (o.leased_by IS NULL OR o.leased_by = ? OR o.lease_until <= ?) "
+    "ORDER BY o.next_attempt_at, o.message_id LIMIT ?"
+)
+
+
+def _outbox_item(r: Any) -> OutboxItem:
+    return OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7])
+
+
+async def due_for_peer(
+    db: Reader, peer: str, now: int, limit: int, worker: str = ""
+) -> list[OutboxItem]:
+    rows = await db.fetchall(_DUE, (peer, now, worker, now, limit))
+    return [_outbox_item(r) for r in rows]
+
+
+async def claim_due(
+    tx: Transaction, peer: str, now: int, limit: int, worker: str, lease_until: int
+) -> list[OutboxItem]:
+    """What is due to ``peer``, claimed for ``worker`` until ``lease_until`` (shared databases:
+    writes are serialised, so two workers never claim the same row)."""
+    items = [_outbox_item(r) for r in await tx.fetchall(_DUE, (peer, now, worker, now, limit))]
+    if items:
+        marks = ", ".join("?" for _ in items)
+        await tx.execute(
+            f"UPDATE outbox SET leased_by = ?, lease_until = ? WHERE message_id IN ({marks})",  # noqa: S608
+            (worker, lease_until, *(item.message_id for item in items)),
+        )
+    return items
+
+
+async def renew_leases(tx: Transaction, worker: str, lease_until: int) -> int:
+    return await tx.execute(
+        "UPDATE outbox SET lease_until = ? WHERE leased_by = ?", (lease_until, worker)
     )
-    return [OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
+
+
+async def release_leases(tx: Transaction, worker: str | None = None) -> int:
+    """Give up ``worker``'s claims (all claims when None: a node alone on its database)."""
+    if worker is None:
+        return await tx.execute(
+            "UPDATE outbox SET leased_by = NULL, lease_until = NULL WHERE leased_by IS NOT NULL"
+        )
+    return await tx.execute(
+        "UPDATE outbox SET leased_by = NULL, lease_until = NULL WHERE leased_by = ?", (worker,)
+    )
 
 
 async def outbox_summary(db: Reader) -> dict[str, tuple[int, int | None, int | None]]:
-    """peer -> (queued, oldest created_at, soonest next attempt)."""
+    """peer -> (queued, oldest created_at, soonest time a row can be sent: its next attempt, or
+    when another worker's claim on it lapses)."""
     rows = await db.fetchall(
-        "SELECT peer, COUNT(*), MIN(created_at), MIN(next_attempt_at) FROM outbox GROUP BY peer"
+        "SELECT peer, COUNT(*), MIN(created_at), MIN(CASE WHEN lease_until > next_attempt_at "
+        "THEN lease_until ELSE next_attempt_at END) FROM outbox GROUP BY peer"
     )
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
@@ -306,7 +350,8 @@ async def reschedule(
     tx: Transaction, message_id: str, attempts: int, next_attempt_at: int, error: str
 ) -> None:
     await tx.execute(
-        "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE message_id = ?",
+        "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ?, leased_by = NULL, "
+        "lease_until = NULL WHERE message_id = ?",
         (attempts, next_attempt_at, error[:500], message_id),
     )
 
@@ -384,12 +429,20 @@ async def insert_evidence(
     at: int,
     leaf_hash: bytes,
 ) -> int:
-    """Append a record to the evidence log; its seq is its place in the log (leaf seq - 1)."""
-    return await tx.insert(
-        "INSERT INTO evidence (message_id, case_id, event, record, sha256, at, leaf_hash) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+    """Append a record to the evidence log; its seq is its place in the log (leaf seq - 1).
+
+    The seq is counted, not drawn from a sequence: a sequence leaves a hole for every rolled-back
+    insert, and the log must have none. Counting is safe because writes are serialised (one
+    writer; on PostgreSQL one write lock for all workers, storage/pg_engine.py)."""
+    row = await tx.fetchone(
+        "INSERT INTO evidence (seq, message_id, case_id, event, record, sha256, at, leaf_hash) "
+        "VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM evidence), ?, ?, ?, ?, ?, ?, ?) "
+        "RETURNING seq",
         (message_id, case_id, event, record, sha256, at, leaf_hash),
     )
+    if row is None:
+        raise StorageError("the evidence record was not appended")
+    return int(row[0])
 
 
 async def evidence_for(

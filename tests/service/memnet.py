@@ -4,15 +4,20 @@ Shared by the delivery, deadline, retention and model tests. ``memory_network`` 
 by state and the ``down`` set (states in it are unreachable). ``clock`` replaces the wall clock of
 every node (a :class:`ManualClock` passes a deadline without waiting) and ``delivery`` their
 delivery settings; any other keyword goes to :class:`LossyTransport`.
+
+With ``MLA_TEST_BACKEND=postgresql`` every node runs on a fresh PostgreSQL database instead of its
+SQLite file (tests/pgkit.py), so the same use-case tests prove both backends (scripts/test.sh
+runs tests/service both ways).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +32,15 @@ from mla_node.localnet import LOCAL_DELIVERY, create_network
 from mla_node.protocol import forms
 from mla_node.protocol.directory import NodeEntry, TrustRoot
 from mla_node.protocol.witness import ConsistencyProof
-from mla_node.runtime import MIGRATIONS, wall_clock_ms
+from mla_node.runtime import wall_clock_ms
 from mla_node.service import cases, inbound
 from mla_node.service.context import NodeContext, Principal, Role
 from mla_node.service.delivery import Deliverer
 from mla_node.service.trust import TrustKeeper
 from mla_node.storage import repo
-from mla_node.storage.db import Database, load_migrations
+from mla_node.storage.db import open_database
 from mla_node.transport.base import LogProofSource, MemoryTransport, PeerAnswer, Receiver
+from tests import pgkit
 
 CLERK = Principal("tok_test", Role.CLERK, "clerk")
 ADMIN = Principal("tok_admin", Role.ADMIN, "admin")
@@ -98,8 +104,11 @@ async def memory_network(
     *,
     clock: Callable[[], int] = wall_clock_ms,
     delivery: DeliverySection = LOCAL_DELIVERY,
+    backend: str | None = None,
     **transport_kw: Any,
 ) -> AsyncIterator[tuple[dict[str, Node], set[str]]]:
+    """``backend``: "sqlite" or "postgresql"; default $MLA_TEST_BACKEND, else SQLite."""
+    backend = backend or os.environ.get("MLA_TEST_BACKEND", "sqlite")
     ports = {s: 20000 + i for i, s in enumerate(states)}
     locals_ = create_network(
         folder,
@@ -113,10 +122,15 @@ async def memory_network(
     log_proofs: dict[str, LogProofSource] = {}
     down: set[str] = set()
     nodes: dict[str, Node] = {}
+    databases = AsyncExitStack()
     try:
         for state, local in locals_.items():
             config = local.config
-            db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
+            if backend == "postgresql":
+                url = await databases.enter_async_context(pgkit.fresh_database())
+                node_section = config.node.model_copy(update={"database": url})
+                config = config.model_copy(update={"node": node_section})
+            db = await open_database(config.database_location)
             identity = load_identity(config.keys_dir)
             trust = TrustKeeper(
                 TrustRoot.from_json(config.trust_root_path.read_bytes()),
@@ -147,6 +161,7 @@ async def memory_network(
         for node in nodes.values():
             await node.deliverer.stop()
             await node.ctx.db.close()
+        await databases.aclose()
 
 
 async def submit(node: Node, to: str, n: int = 1) -> list[str]:

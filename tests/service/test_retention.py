@@ -224,7 +224,8 @@ def test_the_purge_command(tmp_path: Path) -> None:
 
 
 async def _old_traffic(folder: Path, clock: ManualClock) -> Path:
-    async with memory_network(folder, clock=clock) as (nodes, down):
+    # SQLite whatever the backend under test: the command reads the node's config file.
+    async with memory_network(folder, clock=clock, backend="sqlite") as (nodes, down):
         ar = nodes["AR"]
         [done] = await submit(ar, "BR")
         await delivered(ar, [done])

@@ -112,7 +112,8 @@ async def test_honest_growth_over_many_checkpoints_raises_nothing(
 async def test_a_receiver_put_back_to_an_old_copy_is_caught_at_the_next_delivery(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with memory_network(tmp_path) as (nodes, _):
+    # SQLite whatever the backend under test: the node is put back to a copy of its file.
+    async with memory_network(tmp_path, backend="sqlite") as (nodes, _):
         ar, br = nodes["AR"], nodes["BR"]
         await deliver(ar, "BR", 3)
         await audit_log.checkpoint(br.ctx)
