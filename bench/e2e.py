@@ -335,7 +335,7 @@ async def _levels(
     connector = aiohttp.TCPConnector(limit=max(settings.levels) + 8)
     rows = []
     async with aiohttp.ClientSession(connector=connector) as http:
-        watcher = Watcher(node.database)
+        watcher = Watcher(Path(node.database))
         submit = submit_op(http, node.clerk_url, node.token, body, watcher)
         echo_url, echo_pid = echo
         sides: list[tuple[str, Op, dict[str, int | None]]] = [

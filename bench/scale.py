@@ -233,7 +233,7 @@ async def _load(
     progress: Callable[[str], None],
 ) -> Load:
     bodies = {s: submission_body(s) for s in manifest.nodes}
-    watcher = MeshWatcher({s: n.database for s, n in manifest.nodes.items()})
+    watcher = MeshWatcher({s: Path(n.database) for s, n in manifest.nodes.items()})
     result = Load()
     queue = iter(work)
     done = 0

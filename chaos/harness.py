@@ -174,7 +174,7 @@ def finish(run: Run, drain_timeout_s: float = 120.0) -> tuple[Verdict, float]:
     drained = asyncio.run(wait())
     manifest = _manifest(run.folder)
     supervisor.network_down(run.folder)
-    databases = {s: n.database for s, n in manifest.nodes.items()}
+    databases = {s: Path(n.database) for s, n in manifest.nodes.items()}
     return check(run.history, databases), drained
 
 

@@ -38,6 +38,7 @@ from mla_node.cli_ops import (
     backup_command,
     conformance_command,
     db_check_command,
+    db_port_command,
     doctor_command,
     restore_command,
 )
@@ -486,6 +487,7 @@ def db_group() -> None:
 
 
 db_group.add_command(db_check_command)
+db_group.add_command(db_port_command)
 
 
 @db_group.command("purge")
@@ -589,7 +591,23 @@ def _states(text: str | None) -> list[str] | None:
     show_default=True,
     help="Seconds to wait for every node to be ready.",
 )
-def network_up(folder: Path, states: str | None, timeout: float) -> None:
+@click.option(
+    "--database",
+    "database_server",
+    metavar="URL",
+    help="A new network's nodes on this PostgreSQL server (postgresql://USER@HOST:PORT/), one "
+    "new database per state, instead of SQLite files.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Processes per state of a new network, sharing its database (needs --database).",
+)
+def network_up(
+    folder: Path, states: str | None, timeout: float, database_server: str | None, workers: int
+) -> None:
     """Create a local network in DIR (or restart its stopped nodes) and wait until it is ready.
 
     A new network gets an authority, one node per state on free loopback ports, and a
@@ -597,9 +615,23 @@ def network_up(folder: Path, states: str | None, timeout: float) -> None:
     its log in DIR/nodes/STATE/node.log. DIR/network.json (0600) lists URLs, tokens, files
     and pids. Run again on the same DIR, it restarts the stopped nodes with the same keys,
     database, ports and tokens.
+
+    With --database and --workers N, each state's N workers share one PostgreSQL database,
+    each with its own ports (DIR/nodes/STATE/worker-K.toml, worker-K.log); the directory
+    lists every worker's peer endpoint, and network.json lists them under "workers".
     """
+    if database_server is not None and not database_server.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigError("--database takes a postgresql:// URL", field="database")
     with _sigterm_as_interrupt():
-        manifest, started = supervisor.network_up(folder, _states(states), timeout=timeout)
+        manifest, started = supervisor.network_up(
+            folder,
+            _states(states),
+            timeout=timeout,
+            workers=workers,
+            database_server=database_server,
+        )
     click.echo(f"Network ready in {manifest.folder} ({len(started)} node(s) started now).")
     _echo_table(manifest)
     click.echo(f"Tokens: {manifest.folder / localnet.NETWORK_FILE}")
@@ -610,7 +642,7 @@ def _echo_table(manifest: localnet.Manifest) -> None:
     rows = [("STATE", "PID", "CLERK API", "PEER ENDPOINT", "LOG")]
     rows += [
         (n.state, str(n.pid or "-"), n.clerk_url, n.peer_url, str(n.log))
-        for n in manifest.nodes.values()
+        for n in manifest.processes().values()
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:

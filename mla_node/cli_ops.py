@@ -1,4 +1,5 @@
-"""The operators' commands: ``backup``, ``restore``, ``db check``, ``doctor``, ``conformance``
+"""The operators' commands: ``backup``, ``restore``, ``db check``, ``db port``, ``doctor``,
+``conformance``
 (docs/deployment.md). Each prints what it found; a check that fails exits 1, an error 2."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from mla_node import backup, conformance, doctor
+from mla_node import backup, conformance, dbport, doctor
 from mla_node.cli_common import EXIT_CHECK_FAILED, FILE_OPTION
 from mla_node.config import NodeConfig, load_config
 from mla_node.errors import ClientError
@@ -98,6 +99,78 @@ def db_check_command(config_path: Path) -> None:
     _table([("CHECK", "RESULT", "DETAIL")] + [(c.name, _word(c.ok), c.detail) for c in checks])
     if not all(c.ok for c in checks):
         sys.exit(EXIT_CHECK_FAILED)
+
+
+@click.command("port")
+@CONFIG
+@click.option(
+    "--to", "url", required=True, metavar="URL",
+    help="An empty PostgreSQL database: postgresql://USER@HOST:PORT/DBNAME.",
+)  # fmt: skip
+def db_port_command(config_path: Path, url: str) -> None:
+    """Copy a stopped node's SQLite database (node.database) into an empty PostgreSQL
+    database, then verify the copy: row counts table by table, and the evidence log read back
+    from PostgreSQL, as `mla-node audit verify` checks it.
+
+    Refuses while the node runs, when the target already holds node data and when the file
+    was written by a newer mla_node (exit 2). The copy is one transaction: if it fails, the
+    target is left empty. Nothing is changed in the config: the command prints the line to set.
+    Exits 1 when the verification fails.
+    """
+    config = load_config(config_path)
+    click.echo(f"Porting {config.database_path} to {dbport.redacted(url)} ...")
+    report = asyncio.run(dbport.port(config, url))
+    rows = [("TABLE", "SQLITE", "POSTGRESQL")]
+    rows += [(t.table, str(t.source_rows), str(t.target_rows)) for t in report.tables]
+    _table(rows)
+    copied = sum(t.target_rows for t in report.tables)
+    click.echo(
+        f"Copied {copied} row(s) of {len(report.tables)} table(s) in {report.copy_seconds:.2f} s "
+        f"(one transaction); identity sequences advanced: {', '.join(report.sequences) or 'none'}."
+    )
+    log, failed = report.log, False
+    if not report.counts_ok:
+        bad = ", ".join(t.table for t in report.tables if not t.ok)
+        click.echo(f"FAILED: the row counts differ in {bad}", err=True)
+        failed = True
+    if log.first_bad is not None:
+        click.echo(f"FAILED: the log read back from PostgreSQL does not verify: {log.first_bad}",
+                   err=True)  # fmt: skip
+        failed = True
+    elif report.source_checkpoint != report.target_checkpoint:
+        click.echo(
+            f"FAILED: the newest checkpoint differs: {_head(report.source_checkpoint)} in "
+            f"SQLite, {_head(report.target_checkpoint)} in PostgreSQL",
+            err=True,
+        )
+        failed = True
+    if failed:
+        click.echo(
+            "Do not switch the node to PostgreSQL; it can keep running on its SQLite file.",
+            err=True,
+        )
+        sys.exit(EXIT_CHECK_FAILED)
+    click.echo(
+        f"Log verified on PostgreSQL in {report.verify_seconds:.2f} s: {log.entries} record(s), "
+        f"{len(log.checkpoints)} checkpoint(s), every signature and the tree; newest checkpoint "
+        f"{_head(report.target_checkpoint)}, the same as in SQLite."
+    )
+    click.echo(f"Now set, in the [node] section of {config_path}:")
+    shown = dbport.redacted(url)
+    click.echo(f'  database = "{shown}"')
+    if shown != url:
+        click.echo("  (with the password in place of ***, or none there and it in ~/.pgpass)")
+    files = dbport.files_line(config)
+    if files is not None:
+        click.echo(f"  {files}    # the evidence files stay where they are")
+    click.echo(
+        f"and start the node. {config.database_path} is left as it was: keep it until the node "
+        "runs well on PostgreSQL."
+    )
+
+
+def _head(head: tuple[int, bytes] | None) -> str:
+    return "none" if head is None else f"size {head[0]}, root {head[1].hex()[:16]}"
 
 
 def _word(ok: bool) -> str:

@@ -30,6 +30,7 @@ import fcntl
 import json
 import os
 import random
+import secrets
 import shutil
 import socket
 from collections.abc import Iterator
@@ -50,9 +51,8 @@ from mla_node.config_text import commented_config
 from mla_node.errors import ConfigError
 from mla_node.identity import init_node, load_signing_key
 from mla_node.protocol.keys import Suite
-from mla_node.runtime import MIGRATIONS
 from mla_node.service.tokens import create_token
-from mla_node.storage.db import Database, load_migrations
+from mla_node.storage.db import open_database
 
 CENTRAL_AUTHORITIES = {
     "AR": "Ministerio de Justicia de la Nación Argentina",
@@ -78,6 +78,9 @@ class LocalNode:
     config: NodeConfig
     clerk_port: int
     peer_port: int  # the port of its endpoint in the directory: where peers connect
+    # Workers 2..N of a node on PostgreSQL: (config file, clerk port, peer port) of each; the
+    # node's own config and ports are its first worker's.
+    extra_workers: tuple[tuple[Path, int, int], ...] = ()
 
     @property
     def listen_port(self) -> int:
@@ -96,6 +99,8 @@ def create_network(
     delivery: DeliverySection = LOCAL_DELIVERY,
     suites: dict[str, list[Suite]] | None = None,
     listen_ports: dict[str, int] | None = None,
+    databases: dict[str, str] | None = None,
+    extra_workers: dict[str, list[tuple[int, int]]] | None = None,
 ) -> dict[str, LocalNode]:
     """Make the authority and each state's node (keys, config, trust root), admit them all and
     publish the directory.
@@ -103,7 +108,13 @@ def create_network(
     ``peer_ports`` are the ports of the endpoints the directory lists; each node listens on its
     ``listen_ports`` entry instead when there is one (a fault proxy then stands on the endpoint
     port and forwards to the node: see :mod:`chaos.proxy`).
+
+    ``databases`` gives a state's ``node.database`` (a PostgreSQL URL) instead of its SQLite file;
+    ``extra_workers`` the (clerk port, peer port) of each further worker of a state on such a
+    database: each gets a config of its own (``worker-K.toml``, the same but for its ports) and
+    its endpoint in the directory entry, after the first worker's.
     """
+    extra_workers = extra_workers or {}
     listen_ports = {**peer_ports, **(listen_ports or {})}
     auth_dir = folder / "authority"
     authority.init_authority(auth_dir, now=now)
@@ -112,18 +123,26 @@ def create_network(
         node_dir = folder / "nodes" / state
         keys_dir = node_dir / "keys"
         authority_name = CENTRAL_AUTHORITIES.get(state, f"Central authority of {state}")
+        workers = extra_workers.get(state, [])
+        endpoints = [
+            f"https://{host}:{port}" for port in [peer_ports[state], *(w[1] for w in workers)]
+        ]
         registration = init_node(
             keys_dir,
             state=state,
             authority_name=authority_name,
-            endpoint=f"https://{host}:{peer_ports[state]}",
+            endpoint=endpoints[0],
+            endpoints=endpoints,
             hostnames=[host, "localhost"],
             suites=(suites or {}).get(state, list(Suite)),
             now_ms=int(now.timestamp() * 1000),
         )
         authority.admit(auth_dir, registration, now=now)
+        node_section = NodeSection(state=state, authority_name=authority_name)
+        if databases and state in databases:
+            node_section = node_section.model_copy(update={"database": databases[state]})
         config = NodeConfig(
-            node=NodeSection(state=state, authority_name=authority_name),
+            node=node_section,
             clerk_api=ClerkApiSection(host=host, port=clerk_ports[state]),
             peer=PeerSection(host=host, port=listen_ports[state]),
             delivery=delivery,
@@ -132,6 +151,18 @@ def create_network(
         config_path = node_dir / "config.toml"
         title = f"mla-node configuration of {state}'s node in a local network (mla-node network up)"
         pki.write_public_file(config_path, commented_config(config, title=title).encode())
+        worker_files: list[tuple[Path, int, int]] = []
+        for number, (clerk_port, peer_port) in enumerate(workers, start=2):
+            worker = config.model_copy(
+                update={
+                    "clerk_api": ClerkApiSection(host=host, port=clerk_port),
+                    "peer": PeerSection(host=host, port=peer_port),
+                }
+            )
+            path = node_dir / f"worker-{number}.toml"
+            text = commented_config(worker, title=f"{title}: worker {number}")
+            pki.write_public_file(path, text.encode())
+            worker_files.append((path, clerk_port, peer_port))
         shutil.copyfile(auth_dir / "trust-root.json", node_dir / "trust-root.json")
         nodes[state] = LocalNode(
             state,
@@ -140,6 +171,7 @@ def create_network(
             config,
             clerk_ports[state],
             peer_ports[state],
+            tuple(worker_files),
         )
     publish_directory(folder, list(nodes.values()))
     return nodes
@@ -219,9 +251,11 @@ class NodeRecord:
     auditor_token: str
     admin_token: str
     config: Path
-    database: Path
+    database: str  # the SQLite file, or the PostgreSQL URL its workers share
     pid: int | None
     log: Path
+    # Workers 2..N (a node on PostgreSQL): the same node, each with its config, ports, log, pid.
+    extra_workers: tuple[NodeRecord, ...] = ()
 
     @property
     def folder(self) -> Path:
@@ -229,7 +263,14 @@ class NodeRecord:
 
     @property
     def ready_file(self) -> Path:
-        return self.folder / READY_FILE
+        if self.config.name == "config.toml":
+            return self.folder / READY_FILE
+        return self.folder / f"ready-{self.config.stem}.json"
+
+    @property
+    def workers(self) -> tuple[NodeRecord, ...]:
+        """Every process of the node, its first worker (this record) first."""
+        return (self, *self.extra_workers)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -240,17 +281,24 @@ class NodeRecord:
             "auditor_token": self.auditor_token,
             "admin_token": self.admin_token,
             "config": str(self.config),
-            "database": str(self.database),
+            "database": self.database,
             "pid": self.pid,
             "log": str(self.log),
+            "workers": [
+                {
+                    "pid": w.pid,
+                    "clerk_url": w.clerk_url,
+                    "peer_url": w.peer_url,
+                    "config": str(w.config),
+                    "log": str(w.log),
+                }
+                for w in self.workers
+            ],
         }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> NodeRecord:
-        pid = obj["pid"]
-        if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
-            raise ValueError(f"bad pid {pid!r}")
-        return cls(
+        record = cls(
             state=_text(obj, "state"),
             clerk_url=_text(obj, "clerk_url"),
             peer_url=_text(obj, "peer_url"),
@@ -258,10 +306,28 @@ class NodeRecord:
             auditor_token=_text(obj, "auditor_token"),
             admin_token=_text(obj, "admin_token"),
             config=Path(_text(obj, "config")),
-            database=Path(_text(obj, "database")),
-            pid=pid,
+            database=_text(obj, "database"),
+            pid=_pid(obj["pid"]),
             log=Path(_text(obj, "log")),
         )
+        extra = tuple(
+            replace(
+                record,
+                clerk_url=_text(w, "clerk_url"),
+                peer_url=_text(w, "peer_url"),
+                config=Path(_text(w, "config")),
+                pid=_pid(w["pid"]),
+                log=Path(_text(w, "log")),
+            )
+            for w in obj.get("workers", [])[1:]
+        )
+        return replace(record, extra_workers=extra)
+
+
+def _pid(pid: Any) -> int | None:
+    if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
+        raise ValueError(f"bad pid {pid!r}")
+    return pid
 
 
 def _text(obj: dict[str, Any], key: str) -> str:
@@ -278,8 +344,27 @@ class Manifest:
     trust_root: Path
     nodes: dict[str, NodeRecord]
 
-    def with_pid(self, state: str, pid: int | None) -> Manifest:
-        return replace(self, nodes={**self.nodes, state: replace(self.nodes[state], pid=pid)})
+    def with_pid(self, key: str, pid: int | None) -> Manifest:
+        """The manifest with the pid of process ``key`` ("AR", or "AR/2" for a second worker)."""
+        state, _, number = key.partition("/")
+        node = self.nodes[state]
+        if number:
+            index = int(number) - 2
+            workers = list(node.extra_workers)
+            workers[index] = replace(workers[index], pid=pid)
+            node = replace(node, extra_workers=tuple(workers))
+        else:
+            node = replace(node, pid=pid)
+        return replace(self, nodes={**self.nodes, state: node})
+
+    def processes(self, states: list[str] | None = None) -> dict[str, NodeRecord]:
+        """Every node process by key ("AR", "AR/2", ...): each worker of each node."""
+        return {
+            (state if number == 1 else f"{state}/{number}"): worker
+            for state, node in self.nodes.items()
+            if states is None or state in states
+            for number, worker in enumerate(node.workers, start=1)
+        }
 
     def node(self, state: str) -> NodeRecord:
         try:
@@ -340,9 +425,24 @@ def manifest_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def init_network(folder: Path, states: list[str], *, now: dt.datetime) -> Manifest:
+def init_network(
+    folder: Path,
+    states: list[str],
+    *,
+    now: dt.datetime,
+    workers: int = 1,
+    database_server: str | None = None,
+) -> Manifest:
     """Create a network of ``states`` on free loopback ports, with a clerk, an auditor and an
-    admin token in each node's database, and write its manifest (every ``pid`` null)."""
+    admin token in each node's database, and write its manifest (every ``pid`` null).
+
+    With ``database_server`` (a PostgreSQL URL without a database name) each state gets a new
+    database there, and ``workers`` processes share it."""
+    if workers > 1 and database_server is None:
+        raise ConfigError(
+            "several workers per state need a shared PostgreSQL database: give --database",
+            field="workers",
+        )
     folder = folder.resolve()
     taken = [name for name in ("authority", "nodes", NETWORK_FILE) if (folder / name).exists()]
     if taken:
@@ -351,23 +451,49 @@ def init_network(folder: Path, states: list[str], *, now: dt.datetime) -> Manife
             "remove it or choose an empty folder",
             field=str(folder),
         )
-    ports = free_ports(2 * len(states))
-    clerk_ports = dict(zip(states, ports[::2], strict=True))
-    peer_ports = dict(zip(states, ports[1::2], strict=True))
-    local = create_network(folder, states, peer_ports=peer_ports, clerk_ports=clerk_ports, now=now)
+    ports = iter(free_ports(2 * len(states) * workers))
+    pairs = {state: [(next(ports), next(ports)) for _ in range(workers)] for state in states}
+    databases = (
+        asyncio.run(create_postgres_databases(database_server, states))
+        if database_server is not None
+        else None
+    )
+    local = create_network(
+        folder,
+        states,
+        peer_ports={state: pairs[state][0][1] for state in states},
+        clerk_ports={state: pairs[state][0][0] for state in states},
+        now=now,
+        databases=databases,
+        extra_workers={state: pairs[state][1:] for state in states},
+    )
     records: dict[str, NodeRecord] = {}
     for state, node in local.items():
         tokens = asyncio.run(create_tokens(node.config, now_ms=int(now.timestamp() * 1000)))
-        records[state] = NodeRecord(
+        host = node.config.clerk_api.host
+        record = NodeRecord(
             state=state,
-            clerk_url=f"http://{node.config.clerk_api.host}:{node.clerk_port}",
+            clerk_url=f"http://{host}:{node.clerk_port}",
             peer_url=f"https://{node.config.peer.host}:{node.peer_port}",
             config=node.config_path,
-            database=node.config.database_path,
+            database=node.config.database_location,
             pid=None,
             log=node.folder / LOG_FILE,
-            **tokens,
+            token=tokens["token"],
+            auditor_token=tokens["auditor_token"],
+            admin_token=tokens["admin_token"],
         )
+        extra = tuple(
+            replace(
+                record,
+                clerk_url=f"http://{host}:{clerk_port}",
+                peer_url=f"https://{node.config.peer.host}:{peer_port}",
+                config=path,
+                log=node.folder / f"{path.stem}.log",
+            )
+            for path, clerk_port, peer_port in node.extra_workers
+        )
+        records[state] = replace(record, extra_workers=extra)
     manifest = Manifest(
         folder=folder,
         authority_dir=folder / "authority",
@@ -396,10 +522,23 @@ def create_database_file(path: Path) -> None:
     os.close(fd)
 
 
+async def create_postgres_databases(server: str, states: list[str]) -> dict[str, str]:
+    """A new database for each state on the PostgreSQL ``server``; their URLs by state.
+
+    Named ``mla_<state>_<random>``, so that several local networks can share one server."""
+    from mla_node.storage import pg_engine
+
+    tag = secrets.token_hex(3)
+    names = {state: f"mla_{state.lower()}_{tag}" for state in states}
+    await pg_engine.create_databases(server, list(names.values()))
+    return {state: pg_engine.with_database(server, name) for state, name in names.items()}
+
+
 async def create_tokens(config: NodeConfig, *, now_ms: int) -> dict[str, str]:
     """A clerk, an auditor and an admin token in the node's database (not running yet)."""
-    create_database_file(config.database_path)
-    db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
+    if config.database_url is None:
+        create_database_file(config.database_path)
+    db = await open_database(config.database_location)
     try:
         tokens: dict[str, str] = {}
         signer = load_signing_key(config.keys_dir)

@@ -182,12 +182,14 @@ def _wait(condition: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def _wait_ready(manifest: Manifest, states: list[str], procs: Processes, timeout: float) -> None:
-    pending = list(states)
+def _wait_ready(manifest: Manifest, keys: list[str], procs: Processes, timeout: float) -> None:
+    """Wait until every process of ``keys`` (see ``Manifest.processes``) is ready."""
+    processes = manifest.processes()
+    pending = list(keys)
     deadline = time.monotonic() + timeout
     while pending:
         for state in list(pending):
-            node = manifest.nodes[state]
+            node = processes[state]
             proc = procs.get(state)
             exited = proc.poll() is not None if proc is not None else not is_running(node)
             if exited:
@@ -201,7 +203,7 @@ def _wait_ready(manifest: Manifest, states: list[str], procs: Processes, timeout
                 pending.remove(state)
         if pending and time.monotonic() >= deadline:
             tails = "\n".join(
-                f"--- {manifest.nodes[s].log}:\n{log_tail(manifest.nodes[s].log)}" for s in pending
+                f"--- {processes[s].log}:\n{log_tail(processes[s].log)}" for s in pending
             )
             raise ConfigError(
                 f"{', '.join(pending)} not ready after {timeout:g} s (ready file and GET /readyz "
@@ -262,6 +264,8 @@ def network_up(
     timeout: float = START_TIMEOUT_S,
     log_level: str = "info",
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    workers: int = 1,
+    database_server: str | None = None,
 ) -> tuple[Manifest, Processes]:
     """Create the network if ``folder`` holds none, start every node that is not running, and
     wait until all are ready. Returns the manifest and the processes started now.
@@ -274,7 +278,13 @@ def network_up(
     with manifest_lock(folder):
         manifest = read_manifest(folder)
         if manifest is None:
-            manifest = init_network(folder, list(states or DEFAULT_STATES), now=now())
+            manifest = init_network(
+                folder,
+                list(states or DEFAULT_STATES),
+                now=now(),
+                workers=workers,
+                database_server=database_server,
+            )
         elif states is not None and sorted(states) != sorted(manifest.nodes):
             raise ConfigError(
                 f"{folder} holds a network of {', '.join(manifest.nodes)}, not of "
@@ -283,17 +293,18 @@ def network_up(
             )
         procs: Processes = {}
         try:
-            for state, node in manifest.nodes.items():
+            for key, node in manifest.processes().items():
                 if not is_running(node):
-                    procs[state] = _spawn(node, log_level)
-                    manifest = manifest.with_pid(state, procs[state].pid)
+                    procs[key] = _spawn(node, log_level)
+                    manifest = manifest.with_pid(key, procs[key].pid)
             # At once, so `network down` finds them even if this command is interrupted.
             write_manifest(manifest)
-            _wait_ready(manifest, list(manifest.nodes), procs, timeout)
+            _wait_ready(manifest, list(manifest.processes()), procs, timeout)
         except BaseException:
-            for state, proc in procs.items():
-                _stop(manifest.nodes[state], kill=False, timeout=STOP_TIMEOUT_S, proc=proc)
-                manifest = manifest.with_pid(state, None)
+            processes = manifest.processes()
+            for key, proc in procs.items():
+                _stop(processes[key], kill=False, timeout=STOP_TIMEOUT_S, proc=proc)
+                manifest = manifest.with_pid(key, None)
             write_manifest(manifest)
             raise
     return manifest, procs
@@ -310,22 +321,23 @@ def network_down(
     procs = procs or {}
     with manifest_lock(folder):
         manifest = _require_manifest(folder)
-        running = {s: n for s, n in manifest.nodes.items() if _alive(n, procs.get(s))}
+        processes = manifest.processes()
+        running = {k: n for k, n in processes.items() if _alive(n, procs.get(k))}
         for node in running.values():
             assert node.pid is not None
             _signal(node.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         results = []
-        for state, node in manifest.nodes.items():
-            if state not in running:
-                results.append(Stopped(state, node.pid, "not running"))
+        for key, node in processes.items():
+            if key not in running:
+                results.append(Stopped(node.state, node.pid, "not running"))
                 continue
             remaining = max(0.0, deadline - time.monotonic())
             results.append(
-                _stop(node, kill=False, timeout=remaining, proc=procs.get(state), signalled=True)
+                _stop(node, kill=False, timeout=remaining, proc=procs.get(key), signalled=True)
             )
-        for state in manifest.nodes:
-            manifest = manifest.with_pid(state, None)
+        for key in processes:
+            manifest = manifest.with_pid(key, None)
         write_manifest(manifest)
     return results
 
@@ -354,17 +366,22 @@ def start_node(
     folder = folder.resolve()
     with manifest_lock(folder):
         manifest = _require_manifest(folder)
-        node = manifest.node(state)
-        if is_running(node):
-            return node, False
-        proc = _spawn(node, log_level, extra_env)
-        manifest = manifest.with_pid(state, proc.pid)
-        write_manifest(manifest)
+        manifest.node(state)  # a ConfigError naming the states there are
+        stopped = {k: n for k, n in manifest.processes([state]).items() if not is_running(n)}
+        if not stopped:
+            return manifest.nodes[state], False
+        procs: Processes = {}
         try:
-            _wait_ready(manifest, [state], {state: proc}, timeout)
+            for key, node in stopped.items():
+                procs[key] = _spawn(node, log_level, extra_env)
+                manifest = manifest.with_pid(key, procs[key].pid)
+            write_manifest(manifest)
+            _wait_ready(manifest, list(procs), procs, timeout)
         except BaseException:
-            _stop(manifest.nodes[state], kill=False, timeout=STOP_TIMEOUT_S, proc=proc)
-            write_manifest(manifest.with_pid(state, None))
+            for key, proc in procs.items():
+                _stop(stopped[key], kill=False, timeout=STOP_TIMEOUT_S, proc=proc)
+                manifest = manifest.with_pid(key, None)
+            write_manifest(manifest)
             raise
     return manifest.nodes[state], True
 
@@ -376,9 +393,13 @@ def stop_node(
     folder = folder.resolve()
     with manifest_lock(folder):
         manifest = _require_manifest(folder)
-        result = _stop(manifest.node(state), kill=kill, timeout=timeout, proc=None)
-        write_manifest(manifest.with_pid(state, None))
-    return result
+        manifest.node(state)  # a ConfigError naming the states there are
+        results = []
+        for key, node in manifest.processes([state]).items():
+            results.append(_stop(node, kill=kill, timeout=timeout, proc=None))
+            manifest = manifest.with_pid(key, None)
+        write_manifest(manifest)
+    return results[0]
 
 
 def _require_manifest(folder: Path) -> Manifest:

@@ -94,7 +94,7 @@ def test_backup_under_load_then_restore_loses_nothing(tmp_path: Path) -> None:
         assert "Log verified" in restored.stdout
         # Nothing acknowledged before the backup point is lost; what came after it is not
         # in the restored database (it was taken at one instant).
-        present = ids_in(ar.database)
+        present = ids_in(Path(ar.database))
         assert acked_before <= present
         assert not acked_after & present
         assert list(ar.folder.glob("node.db.before-restore-*"))

@@ -328,7 +328,7 @@ def test_network_node_commands_without_a_network_say_so(tmp_path: Path) -> None:
 
 MANIFEST_NODE_KEYS = {
     "state", "clerk_url", "peer_url", "token", "auditor_token", "admin_token",
-    "config", "database", "pid", "log",
+    "config", "database", "pid", "log", "workers",
 }  # fmt: skip
 
 
@@ -416,6 +416,9 @@ def test_network_up_delivers_survives_a_crash_and_goes_down(network_dir: Path) -
     for entry in raw["nodes"].values():
         assert set(entry) == MANIFEST_NODE_KEYS
         assert isinstance(entry["pid"], int)
+        # One worker on SQLite: itself (issue 9 lists every worker of a node on PostgreSQL).
+        [worker] = entry["workers"]
+        assert worker == {k: entry[k] for k in ("pid", "clerk_url", "peer_url", "config", "log")}
         assert Path(entry["config"]).is_file()
         assert mode(Path(entry["database"])) == 0o600
         assert mode(Path(entry["log"])) == 0o600
