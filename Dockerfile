@@ -22,7 +22,8 @@ RUN groupadd --system --gid 10001 mla \
       --shell /usr/sbin/nologin mla \
  && install -d -o mla -g mla -m 0700 /var/lib/mla-node
 COPY --from=build /wheels /tmp/wheels
-RUN pip install --no-cache-dir /tmp/wheels/*.whl && rm -rf /tmp/wheels
+# With the postgresql extra (asyncpg): the same image runs a worker of a node on PostgreSQL.
+RUN pip install --no-cache-dir "$(ls /tmp/wheels/*.whl)[postgresql]" && rm -rf /tmp/wheels
 COPY --chmod=0755 docker/init-network.sh /usr/local/bin/mla-node-init-network
 
 USER mla

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
+import subprocess
 import sys
 import textwrap
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from mla_node.errors import StorageError
 from mla_node.storage import repo
 from mla_node.storage.db import SQLITE_MIGRATIONS, Database, Transaction, open_database
 from mla_node.storage.engine import load_migrations
@@ -187,3 +189,25 @@ async def test_both_servers_get_the_same_schema(url: str, tmp_path: Path) -> Non
     finally:
         conn.close()
     assert postgres == sqlite_columns
+
+
+@pytest.mark.slow
+async def test_after_a_server_restart_the_writer_connects_again(url: str) -> None:
+    """A fail-over seen from a worker: the write in flight fails whole, the next one succeeds."""
+    db = await open_database(url)
+    try:
+        await append(db, 1, "before")
+        restart = ["bash", str(REPO / "scripts" / "postgres.sh")]
+        await asyncio.to_thread(subprocess.run, [*restart, "stop"], check=True)
+        await asyncio.to_thread(subprocess.run, [*restart, "start"], check=True, stdout=-1)
+        outcomes = []
+        for attempt in range(3):
+            try:
+                outcomes.append(await append(db, 1, f"after{attempt}"))
+            except StorageError:
+                outcomes.append([])
+        assert outcomes[0] == [] or outcomes[0] == [2]  # the first may find the link dead
+        assert outcomes[-1] != []  # by then the writer has connected again
+        assert len(await repo.log_leaf_hashes(db)) == 1 + sum(len(o) for o in outcomes)
+    finally:
+        await db.close()
