@@ -64,9 +64,14 @@ CENTRAL_AUTHORITIES = {
     "CO": "Fiscalía General de la Nación de Colombia",
 }
 
-# A local network recovers quickly: short backoff and a directory checked every second.
+# A local network recovers quickly: short backoff, a directory checked every second, and a dead
+# worker's outbox claims lapsing after 5 s.
 LOCAL_DELIVERY = DeliverySection(
-    initial_backoff_s=0.2, max_backoff_s=2.0, request_timeout_s=10.0, directory_poll_s=1.0
+    initial_backoff_s=0.2,
+    max_backoff_s=2.0,
+    request_timeout_s=10.0,
+    directory_poll_s=1.0,
+    lease_s=5.0,
 )
 
 
