@@ -91,11 +91,12 @@ def read_database(path: Path) -> NodeLog:
         raise ClientError(f"{path} is not a node database: {exc}") from exc
     finally:
         conn.close()
-    node = _node_of(heads)
+    node = log_owner(heads)
     return NodeLog(node, [Entry(seq, record) for seq, record in rows], heads)
 
 
-def _node_of(heads: list[bytes]) -> str | None:
+def log_owner(heads: list[bytes]) -> str | None:
+    """Whose log this is: the node named by its newest readable checkpoint."""
     for raw in reversed(heads):
         try:
             return peek_head(raw)[0]

@@ -32,11 +32,9 @@ from mla_node.errors import (
     ConfigError,
     DatabaseInUse,
     DatabaseNewerThanProgram,
-    MlaError,
     StorageError,
 )
 from mla_node.protocol.auditlog import Entry, LogReport
-from mla_node.protocol.checkpoint import peek_head
 from mla_node.storage.db import SQLITE_MIGRATIONS, Database, Transaction, open_database
 from mla_node.storage.engine import load_migrations
 from mla_node.storage.node_lock import NodeLock
@@ -368,16 +366,9 @@ async def _target_log(target: Database) -> auditor.NodeLog:
         bytes(r[0])
         for r in await target.fetchall("SELECT checkpoint FROM checkpoints ORDER BY size")
     ]
-    return auditor.NodeLog(_node_of(heads), [Entry(int(r[0]), bytes(r[1])) for r in rows], heads)
-
-
-def _node_of(heads: list[bytes]) -> str | None:
-    for raw in reversed(heads):
-        try:
-            return peek_head(raw)[0]
-        except MlaError:
-            continue
-    return None
+    return auditor.NodeLog(
+        auditor.log_owner(heads), [Entry(int(r[0]), bytes(r[1])) for r in rows], heads
+    )
 
 
 async def _newest_checkpoint_target(target: Database) -> tuple[int, bytes] | None:
