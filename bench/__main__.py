@@ -7,8 +7,9 @@
 
 Parts: ``codec`` (the message cycle in one process, against as4 and pyas2lib), ``e2e`` (two
 nodes on loopback against plain aiohttp), ``transfer`` (a large evidence file node to node),
-``log`` (offline verification of an evidence log) and ``scale`` (the 35 OAS member states as 35
-nodes on this machine: start-up, idle RSS, requests across the mesh).
+``log`` (offline verification of an evidence log), ``scale`` (the 35 OAS member states as 35
+nodes on this machine: start-up, idle RSS, requests across the mesh) and ``ha`` (1 and 2 workers
+per state on PostgreSQL against SQLite; needs ``--postgres URL`` or ``MLA_TEST_POSTGRES``).
 bench/README.md says how to read the tables.
 """
 
@@ -24,10 +25,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import codec, e2e, log_part, scale, transfer
+from bench import codec, e2e, ha, log_part, scale, transfer
 from bench.common import ROOT, load_average, load_label
 
-PARTS = ("codec", "e2e", "transfer", "log", "scale")
+PARTS = ("codec", "e2e", "transfer", "log", "scale", "ha")
 
 
 def _machine() -> dict[str, Any]:
@@ -95,6 +96,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"scale: requests across the mesh (default {scale.FULL_REQUESTS:,}, "
         f"{scale.QUICK_REQUESTS:,} with --quick)",
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help=f"ha: the PostgreSQL server (postgresql://USER@HOST:PORT/postgres; default "
+        f"${ha.ENV_VAR}); without one the part is skipped",
+    )
+    parser.add_argument(
+        "--ha-requests",
+        type=int,
+        help=f"ha: requests per cell (default {ha.FULL_REQUESTS:,}, "
+        f"{ha.QUICK_REQUESTS:,} with --quick)",
+    )
     args = parser.parse_args(argv)
     if args.scale_states is not None:
         states = [s.strip().upper() for s in args.scale_states.split(",") if s.strip()]
@@ -103,6 +116,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.scale_states = states
     if args.scale_requests is not None and args.scale_requests < 1:
         parser.error("--scale-requests must be at least 1")
+    if args.ha_requests is not None and args.ha_requests < 1:
+        parser.error("--ha-requests must be at least 1")
     unknown = set(args.contenders.split(",")) - set(codec.ALL_CONTENDERS)
     if unknown:
         parser.error(f"unknown contender(s): {', '.join(sorted(unknown))}")
@@ -188,6 +203,14 @@ def _run_part(part: str, args: argparse.Namespace) -> tuple[dict[str, Any], str,
         )
         result = scale.run(scale_settings, _progress)
         return result, scale.render(result), scale.ok(result)
+    if part == "ha":
+        ha_settings = ha.HASettings(
+            postgres=ha.server_url(args.postgres),
+            levels=(16,) if quick else (16, 64),
+            requests=args.ha_requests or (ha.QUICK_REQUESTS if quick else ha.FULL_REQUESTS),
+        )
+        result = ha.run(ha_settings, _progress)
+        return result, ha.render(result), ha.ok(result)
     result = log_part.run(log_part.QUICK_ENTRIES if quick else log_part.FULL_ENTRIES)
     return result, log_part.render(result), result["status"] == "ok"
 

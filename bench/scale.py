@@ -364,7 +364,7 @@ async def _checks(manifest: Manifest, load: Load, settings: ScaleSettings) -> di
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """A SIGTERM to the bench unwinds like Ctrl-C, so the nodes are stopped on the way out."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -381,7 +381,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _stop_all(folder: Path, procs: dict[str, Any]) -> list[str]:
+def stop_all(folder: Path, procs: dict[str, Any]) -> list[str]:
     """Stop every node (a second Ctrl-C must not cut this short); the states of any left."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -395,7 +395,7 @@ def run(settings: ScaleSettings, progress: Callable[[str], None] = print) -> dic
     states = list(settings.states)
     work = pairs(states, settings.requests, settings.seed)
     with (
-        _sigterm_as_interrupt(),
+        sigterm_as_interrupt(),
         tempfile.TemporaryDirectory(prefix="mla-bench-scale-") as tmp,
     ):
         folder = Path(tmp) / "network"
@@ -441,7 +441,7 @@ def run(settings: ScaleSettings, progress: Callable[[str], None] = print) -> dic
         finally:
             if procs:
                 progress("  scale: stopping every node")
-                left = _stop_all(folder, procs)
+                left = stop_all(folder, procs)
     completed = len(load.latencies)
     node_cpu_s = sum(v for v in cpu_load.values() if v is not None)
     result: dict[str, Any] = {
