@@ -21,6 +21,7 @@ from mla_node.errors import ClientError
 from mla_node.identity import load_identity
 from mla_node.passphrase import configured_passphrase
 from mla_node.protocol.directory import Directory, NodeEntry, TrustRoot, verify_directory
+from mla_node.storage import pg_engine
 from mla_node.transport.http import HttpTransport
 
 CONFIG = click.option(
@@ -118,7 +119,7 @@ def db_port_command(config_path: Path, url: str) -> None:
     Exits 1 when the verification fails.
     """
     config = load_config(config_path)
-    click.echo(f"Porting {config.database_path} to {dbport.redacted(url)} ...")
+    click.echo(f"Porting {config.database_path} to {pg_engine.redacted(url)} ...")
     report = asyncio.run(dbport.port(config, url))
     rows = [("TABLE", "SQLITE", "POSTGRESQL")]
     rows += [(t.table, str(t.source_rows), str(t.target_rows)) for t in report.tables]
@@ -156,7 +157,7 @@ def db_port_command(config_path: Path, url: str) -> None:
         f"{_head(report.target_checkpoint)}, the same as in SQLite."
     )
     click.echo(f"Now set, in the [node] section of {config_path}:")
-    shown = dbport.redacted(url)
+    shown = pg_engine.redacted(url)
     click.echo(f'  database = "{shown}"')
     if shown != url:
         click.echo("  (with the password in place of ***, or none there and it in ~/.pgpass)")

@@ -35,6 +35,7 @@ from mla_node.errors import (
     StorageError,
 )
 from mla_node.protocol.auditlog import Entry, LogReport
+from mla_node.storage import pg_engine
 from mla_node.storage.db import SQLITE_MIGRATIONS, Database, Transaction, open_database
 from mla_node.storage.engine import load_migrations
 from mla_node.storage.node_lock import NodeLock
@@ -86,7 +87,7 @@ class PortReport:
 
 async def port(config: NodeConfig, url: str, *, batch_rows: int = BATCH_ROWS) -> PortReport:
     """Copy the node's SQLite database into the empty PostgreSQL database ``url``, then verify."""
-    if not is_postgres_url(url):
+    if not pg_engine.is_postgres_url(url):
         raise ClientError(
             f"--to must be a PostgreSQL URL (postgresql://USER@HOST:PORT/DBNAME), not {url!r}",
             field="--to",
@@ -137,7 +138,7 @@ async def _port(config: NodeConfig, path: Path, url: str, batch_rows: int) -> Po
         source_head = _newest_checkpoint_source(source)
         return PortReport(
             source=path,
-            target=redacted(url),
+            target=pg_engine.redacted(url),
             tables=counts,
             sequences=sequences,
             log=report,
@@ -151,17 +152,6 @@ async def _port(config: NodeConfig, path: Path, url: str, batch_rows: int) -> Po
 
 
 # --- the source --------------------------------------------------------------------------------
-
-
-def is_postgres_url(location: str) -> bool:
-    return location.startswith(("postgresql://", "postgres://"))
-
-
-def redacted(url: str) -> str:
-    """The URL without its password (storage/pg_engine.py, which imports asyncpg)."""
-    from mla_node.storage import pg_engine
-
-    return pg_engine.redacted(url)
 
 
 def _open_source(path: Path) -> sqlite3.Connection:
@@ -243,7 +233,7 @@ async def _plan(source: sqlite3.Connection, target: Database, url: str) -> list[
     if missing or extra:
         raise StorageError(
             f"the schemas differ: only in node.database: {missing or 'none'}; only in "
-            f"{redacted(url)}: {extra or 'none'}"
+            f"{pg_engine.redacted(url)}: {extra or 'none'}"
         )
     parents: dict[str, set[str]] = {}
     tables: dict[str, _Table] = {}
@@ -254,7 +244,7 @@ async def _plan(source: sqlite3.Connection, target: Database, url: str) -> list[
             only_target = sorted(set(target_columns[name]) - set(columns))
             raise StorageError(
                 f"table {name} differs: columns only in node.database: {only_source or 'none'}; "
-                f"only in {redacted(url)}: {only_target or 'none'}"
+                f"only in {pg_engine.redacted(url)}: {only_target or 'none'}"
             )
         tables[name] = _Table(name, columns, identity.get(name, []))
         refs = {r[2] for r in _source(source, f"PRAGMA foreign_key_list({_name(name)})")}
@@ -303,8 +293,8 @@ async def _copy(
             held.append(table.name)
     if held:
         raise ClientError(
-            f"--to: {redacted(url)} already holds node data (in {', '.join(held)}); port into an "
-            "empty database (drop and create it again, or give another)",
+            f"--to: {pg_engine.redacted(url)} already holds node data (in {', '.join(held)}); "
+            "port into an empty database (drop and create it again, or give another)",
             field="--to",
         )
     for table in tables:

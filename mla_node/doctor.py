@@ -124,7 +124,7 @@ def _database(config: NodeConfig) -> list[Row]:
 async def _shared_database(config: NodeConfig) -> list[Row]:
     """A node on PostgreSQL: the server answers, the schema is known, the log has no hole."""
     try:
-        db = await open_database(config.database_location, name="mla-node doctor")
+        db = await open_database(config.database_location, name="mla-node doctor", migrate=False)
     except MlaError as exc:
         return [Row("database", FAIL, f"{exc.code}: {exc.detail}")]
     try:

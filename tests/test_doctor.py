@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from mla_node import conformance, doctor
+from mla_node.config import NodeConfig, NodeSection
 from mla_node.identity import load_identity
 from mla_node.service import inbound
+from mla_node.storage.db import SQLITE_MIGRATIONS, load_migrations, open_database
 from mla_node.transport.http import HttpTransport
+from tests import pgkit
 from tests.netkit import running_network
 
 DAY_MS = 86_400_000
@@ -83,3 +86,19 @@ async def test_conformance_passes_a_peer_that_fails_closed_and_catches_one_that_
             assert [(o.ok, o.got) for o in outcomes] == [(False, "accepted")] * 3
         finally:
             await transport.close()
+
+
+async def test_doctor_checks_a_shared_postgresql_database_without_migrating_it(
+    tmp_path: Path,
+) -> None:
+    async with pgkit.fresh_database() as url:
+        config = NodeConfig(
+            node=NodeSection(state="AR", authority_name="AR", database=url), base_dir=tmp_path
+        )
+        [row] = await doctor._shared_database(config)
+        assert row.status == doctor.FAIL
+        assert "start a worker of this version to migrate it" in row.detail  # not migrated
+        await (await open_database(url)).close()  # a worker migrated it
+        [row] = await doctor._shared_database(config)
+        known = len(load_migrations(SQLITE_MIGRATIONS))
+        assert (row.status, row.detail) == (doctor.OK, f"PostgreSQL, schema version {known}, ok")

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from mla_node.crashpoints import crash_point
 from mla_node.errors import StorageError
 from mla_node.logs import REQUEST_ID
+from mla_node.storage import pg_engine  # imports asyncpg (an optional extra) only if there
 from mla_node.storage.engine import (
     Engine,
     Migration,
@@ -43,14 +44,19 @@ SQLITE_MIGRATIONS = "mla_node.storage.migrations"  # PostgreSQL takes them trans
 _TX_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
 
 
-async def open_database(location: str | Path, *, name: str = "mla-node") -> Database:
-    """The node's database with the node's migrations: a ``postgresql://`` URL or a SQLite file."""
-    text = str(location)
-    if text.startswith(("postgresql://", "postgres://")):
-        from mla_node.storage import pg_engine  # asyncpg: an optional extra
+async def open_database(
+    location: str | Path, *, name: str = "mla-node", migrate: bool = True
+) -> Database:
+    """The node's database with the node's migrations: a ``postgresql://`` URL or a SQLite file.
 
+    ``migrate=False`` (PostgreSQL): only check the schema, for commands that must not change a
+    database other workers run on; pending migrations then raise a StorageError."""
+    text = str(location)
+    if pg_engine.is_postgres_url(text):
         migrations = [pg_engine.postgres_migration(m) for m in load_migrations(SQLITE_MIGRATIONS)]
-        engine, version = await pg_engine.PostgresEngine.open(text, migrations, name=name)
+        engine, version = await pg_engine.PostgresEngine.open(
+            text, migrations, name=name, migrate=migrate
+        )
         return Database(engine, version)
     return await Database.open(Path(location), load_migrations(SQLITE_MIGRATIONS))
 

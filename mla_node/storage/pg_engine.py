@@ -145,7 +145,12 @@ class PostgresEngine:
 
     @classmethod
     async def open(
-        cls, url: str, migrations: Sequence[Migration], *, name: str = "mla-node"
+        cls,
+        url: str,
+        migrations: Sequence[Migration],
+        *,
+        name: str = "mla-node",
+        migrate: bool = True,
     ) -> tuple[PostgresEngine, int]:
         driver = _require_driver()
         try:
@@ -153,7 +158,7 @@ class PostgresEngine:
         except (OSError, driver.PostgresError, driver.InterfaceError) as exc:
             raise StorageError(f"cannot connect to {redacted(url)}: {exc}") from exc
         try:
-            version = await _migrate(writer, migrations)
+            version = await _migrate(writer, migrations, apply=migrate)
             pool = await driver.create_pool(
                 url,
                 min_size=1,
@@ -216,7 +221,7 @@ async def _connect(url: str, name: str) -> Any:
     )
 
 
-async def _migrate(conn: Any, migrations: Sequence[Migration]) -> int:
+async def _migrate(conn: Any, migrations: Sequence[Migration], *, apply: bool = True) -> int:
     # Workers starting together: one migrates, the others wait, then find nothing to do.
     await conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK:d})")
     try:
@@ -225,7 +230,13 @@ async def _migrate(conn: Any, migrations: Sequence[Migration]) -> int:
             " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
         rows = await conn.fetch("SELECT version FROM schema_migrations")
-        for migration in pending_migrations({row[0] for row in rows}, migrations):
+        pending = pending_migrations({row[0] for row in rows}, migrations)
+        if pending and not apply:
+            raise StorageError(
+                f"the database is at schema version {len(migrations) - len(pending)} of "
+                f"{len(migrations)}: start a worker of this version to migrate it"
+            )
+        for migration in pending:
             try:
                 async with conn.transaction():
                     await conn.execute(migration.sql)
