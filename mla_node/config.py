@@ -66,6 +66,13 @@ class ClerkApiSection(_Section):
         description="Largest evidence file a clerk may upload (POST /api/v1/attachments, "
         "bytes); it is streamed to disk, so memory does not grow with it.",
     )
+    unsubmitted_upload_s: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        description="An uploaded evidence file that no submission names is deleted (its row and "
+        "its encrypted file) this long after its upload (seconds), so abandoned uploads do not "
+        "fill the disk. Checked every hour and at start.",
+    )
 
 
 class PeerSection(_Section):

@@ -31,7 +31,7 @@ from mla_node.passphrase import configured_passphrase
 from mla_node.protocol.directory import TrustRoot
 from mla_node.protocol.envelope import MAX_ENVELOPE, read_header
 from mla_node.protocol.witness import ConsistencyProof
-from mla_node.service import audit_log, health, inbound
+from mla_node.service import attachments, audit_log, health, inbound
 from mla_node.service.alerts import AlertMonitor
 from mla_node.service.blob_transfer import PeerBlobs
 from mla_node.service.context import NodeContext
@@ -44,6 +44,7 @@ from mla_node.transport.http import HttpTransport, make_peer_app
 
 log = logging.getLogger(__name__)
 
+UPLOAD_EXPIRY_CHECK_S = 3600.0  # hourly: clerk_api.unsubmitted_upload_s counts days
 MIGRATIONS = SQLITE_MIGRATIONS  # the SQLite file made by init and the local network
 HTTP_SHUTDOWN_S = 2.0  # longest wait for HTTP handlers still running when the servers close
 
@@ -138,6 +139,12 @@ class NodeRuntime:
             asyncio.create_task(
                 audit_log.checkpoint_every(ctx, config.audit.checkpoint_interval_s),
                 name="checkpoints",
+            )
+        )
+        runtime.tasks.append(
+            asyncio.create_task(
+                attachments.expire_unsubmitted_every(ctx, UPLOAD_EXPIRY_CHECK_S),
+                name="upload-expiry",
             )
         )
         runtime.tasks.append(

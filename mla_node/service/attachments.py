@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from mla_node.errors import (
     Forbidden,
     FormInvalid,
     InvalidStateForAction,
+    MlaError,
     NotFound,
     PayloadTooLarge,
 )
@@ -36,6 +38,8 @@ from mla_node.storage import attachment_repo, repo
 from mla_node.storage.attachment_repo import AttachmentRow
 from mla_node.storage.blobs import BlobStore
 from mla_node.storage.db import Transaction
+
+log = logging.getLogger(__name__)
 
 Read = Callable[[int], Awaitable[bytes]]  # up to n bytes of a body; b"" at its end
 
@@ -264,3 +268,31 @@ async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGene
             yield chunk
     finally:
         await rest.aclose()  # closes the file when the client goes away mid-download
+
+
+# --- uploads never submitted --------------------------------------------------------------------
+
+
+async def expire_unsubmitted(ctx: NodeContext) -> int:
+    """Delete the uploads no submission named within ``clerk_api.unsubmitted_upload_s``, and their
+    encrypted files: a clerk's abandoned uploads must not fill the disk. Returns how many.
+
+    The rows go in one write (a submission naming one of them meanwhile finds it gone, or claims
+    it first and keeps it); the files after the commit, so a crash leaves at worst a file no row
+    names, which the next run cannot see but which costs only its disk space."""
+    before = ctx.clock() - int(ctx.config.clerk_api.unsubmitted_upload_s * 1000)
+    count, freed = await ctx.db.write(lambda tx: attachment_repo.expire_unsubmitted(tx, before))
+    for blob in freed:
+        await asyncio.to_thread(ctx.blobs.path(blob).unlink, missing_ok=True)
+    if count:
+        log.info("deleted %d upload(s) never submitted, %d file(s)", count, len(freed))
+    return count
+
+
+async def expire_unsubmitted_every(ctx: NodeContext, interval_s: float) -> None:
+    while True:
+        try:
+            await expire_unsubmitted(ctx)
+        except MlaError as exc:  # the database is away for now: the next round tries again
+            log.warning("could not delete expired uploads: %s", exc.detail)
+        await asyncio.sleep(interval_s)

@@ -111,3 +111,18 @@ async def copy_to(tx: Transaction, source: str, target: str, ids: Sequence[str],
             "created_by, ? FROM attachments WHERE id = ?",
             (new_id, target, now, row.id),
         )
+
+
+async def expire_unsubmitted(tx: Transaction, before: int) -> tuple[int, list[bytes]]:
+    """Delete the uploads no submission named that were made before ``before``; (how many,
+    the digests of the encrypted files no remaining row names, to delete after the commit)."""
+    rows = await tx.fetchall(
+        "DELETE FROM attachments WHERE message_id IS NULL AND created_at < ? RETURNING blob_sha256",
+        (before,),
+    )
+    freed = []
+    for blob in {bytes(r[0]) for r in rows}:
+        if await tx.fetchone("SELECT 1 FROM attachments WHERE blob_sha256 = ? LIMIT 1", (blob,)):
+            continue
+        freed.append(blob)
+    return len(rows), sorted(freed)
