@@ -112,6 +112,9 @@ class NodeIdentity:
     tls_key_path: Path  # of a sealed tls.key: an in-memory copy OpenSSL can read
     # What the keys were unsealed with, to reload the folder after a rotation.
     passphrase: bytes | None = field(default=None, repr=False)
+    # Signing keys a rotation replaced, kid -> key: signed with again only while the directory
+    # does not list the new one yet (NodeContext.refresh_identity).
+    retired_signing_keys: dict[str, SigningKey] = field(default_factory=dict, repr=False)
 
 
 def retired_key_path(keys_dir: Path, kind: str, kid: str) -> Path:
@@ -434,7 +437,8 @@ def load_identity(keys_dir: Path, passphrase: bytes | None = None) -> NodeIdenti
             f"{keys_dir} holds no encryption key ({', '.join(ENCRYPTION_KEY_FILES.values())})",
             field=str(keys_dir),
         )
-    encryption.update(_load_retired(keys_dir / RETIRED_DIR, passphrase))
+    retired_encryption, retired_signing = _load_retired(keys_dir / RETIRED_DIR, passphrase)
+    encryption.update(retired_encryption)
 
     tls_key_path, tls_cert_path = keys_dir / TLS_KEY_FILE, keys_dir / TLS_CERT_FILE
     tls_key_file = pki.read_private_file(tls_key_path)
@@ -471,7 +475,9 @@ def load_identity(keys_dir: Path, passphrase: bytes | None = None) -> NodeIdenti
     if sealing.is_sealed(tls_key_file):
         # OpenSSL reads the key from a path and knows nothing of our sealing.
         tls_key_path = sealing.memory_file(tls_key_pem, TLS_KEY_FILE)
-    return NodeIdentity(signing, encryption, tls_cert_path, tls_key_path, passphrase)
+    return NodeIdentity(
+        signing, encryption, tls_cert_path, tls_key_path, passphrase, retired_signing
+    )
 
 
 def _load_signing_key(path: Path, passphrase: bytes | None) -> SigningKey:
@@ -493,16 +499,21 @@ def _load_encryption_key(path: Path, suite: Suite, passphrase: bytes | None) -> 
     return key
 
 
-def _load_retired(retired_dir: Path, passphrase: bytes | None) -> dict[str, EncryptionKey]:
+def _load_retired(
+    retired_dir: Path, passphrase: bytes | None
+) -> tuple[dict[str, EncryptionKey], dict[str, SigningKey]]:
     if not retired_dir.is_dir():
-        return {}
+        return {}, {}
     keys: dict[str, EncryptionKey] = {}
+    signing: dict[str, SigningKey] = {}
     for path in sorted(retired_dir.glob("*.key")):
         kind, _, kid = path.stem.rpartition("-")
         # The kid in the name is checked against the key, so a misnamed or swapped file is found
         # now rather than when an old envelope fails to open.
         if kind == _SIGNING_KIND:
-            found = _load_signing_key(path, passphrase).kid
+            signing_key = _load_signing_key(path, passphrase)
+            signing[signing_key.kid] = signing_key
+            found = signing_key.kid
         elif kind in _ENCRYPTION_KINDS:
             key = _load_encryption_key(path, _ENCRYPTION_KINDS[kind], passphrase)
             keys[key.kid] = key
@@ -515,7 +526,7 @@ def _load_retired(retired_dir: Path, passphrase: bytes | None) -> dict[str, Encr
             )
         if found != kid:
             raise KeyFileError(f"{path} holds the key {found}, not {kid}", field=str(path))
-    return keys
+    return keys, signing
 
 
 def load_signing_key(keys_dir: Path, passphrase: bytes | None = None) -> SigningKey:

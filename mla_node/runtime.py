@@ -109,6 +109,8 @@ class NodeRuntime:
             )
             await trust.start()
             ctx = NodeContext(config=config, db=db, identity=identity, trust=trust, clock=clock)
+            if (directory := trust.current) is not None:
+                ctx.sign_with_listed_key(directory)
             await audit_log.checkpoint(ctx)  # a signed head of the log as it stands at start
             transport = HttpTransport(
                 identity.tls_cert_path,

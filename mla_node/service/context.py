@@ -104,20 +104,43 @@ class NodeContext:
         except MlaError as exc:
             log.error("keys folder not reloaded, the loaded keys stay in use: %s", exc)
             return
-        signing = fresh.signing_key
+        signing = self._listed_signing_key(
+            directory,
+            [fresh.signing_key, self.identity.signing_key, *fresh.retired_signing_keys.values()],
+        )
         if signing.kid != self.identity.signing_key.kid:
-            _, problem = directory.check_key(
-                self.state, signing.kid, "sign", self.clock(), live=True
-            )
-            if problem is not None:
-                signing = self.identity.signing_key
-            else:
-                log.info("signing with the rotated key %s from now on", signing.kid)
+            log.info("signing with the key %s from now on", signing.kid)
         self.identity = dataclasses.replace(
             fresh,
             signing_key=signing,
             encryption_keys={**self.identity.encryption_keys, **fresh.encryption_keys},
         )
+
+    def sign_with_listed_key(self, directory: Directory) -> None:
+        """At start: sign with the key the directory lists, which after a rotation the authority
+        has not published yet is the retired one (``keys/retired/``), not the new one."""
+        loaded = self.identity
+        keys = [loaded.signing_key, *loaded.retired_signing_keys.values()]
+        signing = self._listed_signing_key(directory, keys)
+        if signing.kid != loaded.signing_key.kid:
+            log.warning(
+                "the directory does not list the signing key %s yet: signing with %s, the key "
+                "it replaced, until it does",
+                loaded.signing_key.kid,
+                signing.kid,
+            )
+            self.identity = dataclasses.replace(loaded, signing_key=signing)
+
+    def _listed_signing_key(self, directory: Directory, keys: list[SigningKey]) -> SigningKey:
+        """The first of ``keys`` the directory lists as valid for this node now. When none is,
+        the one in use stays (there is nothing better to sign with). After a rotation the new
+        key comes first, but until the authority lists it peers would refuse what it signs."""
+        now = self.clock()
+        for key in keys:
+            _, problem = directory.check_key(self.state, key.kid, "sign", now, live=True)
+            if problem is None:
+                return key
+        return self.identity.signing_key
 
     def directory(self) -> Directory:
         """The directory to use for traffic now; a TrustError (503) when there is none."""

@@ -24,7 +24,8 @@ from mla_node import authority
 from mla_node.cli import cli
 from mla_node.identity import REGISTRATION_FILE
 from mla_node.localnet import LocalNode, publish_directory
-from tests.netkit import Network, RunningNode, running_network, wait_for
+from mla_node.runtime import NodeRuntime
+from tests.netkit import Network, RunningNode, bound_socket, running_network, wait_for
 
 OVERLAP_S = 5
 POLL_S = 1.0  # localnet's delivery.directory_poll_s
@@ -194,3 +195,50 @@ async def test_revoked_key_is_refused_by_every_peer_within_one_refresh(tmp_path:
         for state in ("BR", "US"):
             _, page = await net[state].call("GET", "/api/v1/requests?box=inbox", role="auditor")
             assert [i for i in page["items"] if i["id"] in ids] == []
+
+
+@pytest.mark.slow
+async def test_a_node_restarted_before_its_new_key_is_listed_signs_with_the_old_one(
+    tmp_path: Path,
+) -> None:
+    """``keys rotate``, then a restart before the authority lists the new key: the node must not
+    sign with a key every peer refuses; it signs with the retired one until the directory
+    lists the new one, and switches then, live."""
+    clerk, peer = bound_socket(), bound_socket()  # the restarted node's; closed after the network
+    try:
+        async with running_network(tmp_path, ("AR", "BR")) as net:
+            ar = net["AR"]
+            old_signing = ar.runtime.ctx.identity.signing_key.kid
+            registration = rotate_keys(ar.local)  # not admitted yet
+            await ar.runtime.stop()
+            # running_network stops whatever runtime the node has at its end: this one.
+            ar.runtime = await NodeRuntime.start(
+                ar.local.config, clerk_socket=clerk, peer_socket=peer
+            )
+            assert ar.runtime.ctx.identity.signing_key.kid == old_signing
+            first = await ar.submit("BR")
+            await wait_for(lambda: delivered(ar, first["id"]), within_s=15)  # BR took it
+
+            authority.admit(
+                tmp_path / "authority",
+                registration,
+                now=dt.datetime.now(dt.UTC),
+                overlap_s=OVERLAP_S,
+                keep_certificate=True,
+            )
+            publish_directory(tmp_path, [n.local for n in net.nodes.values()])
+
+            async def switched() -> bool:
+                return ar.runtime.ctx.identity.signing_key.kid != old_signing
+
+            await wait_for(switched, within_s=5 * POLL_S, interval=0.05)
+            second = await ar.submit("BR")
+            await wait_for(lambda: delivered(ar, second["id"]), within_s=15)
+    finally:
+        clerk.close()
+        peer.close()
+
+
+async def delivered(node: RunningNode, message_id: str) -> bool:
+    _, view = await node.call("GET", f"/api/v1/requests/{message_id}")
+    return bool(view["status"] == "delivered")
