@@ -65,11 +65,11 @@ from mla_node.pki import write_public_file
 from mla_node.protocol import forms
 from mla_node.protocol.directory import OAS_STATES, verify_directory
 from mla_node.protocol.keys import Suite
-from mla_node.runtime import MIGRATIONS, run_until_stopped
+from mla_node.runtime import run_until_stopped
 from mla_node.service import retention
 from mla_node.service.context import Role
 from mla_node.service.tokens import create_token
-from mla_node.storage.db import Database, load_migrations
+from mla_node.storage.db import open_database
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -464,7 +464,7 @@ def token_create(config_path: Path, role: str, name: str | None) -> None:
 
 
 async def _create_token(config: NodeConfig, role: str, name: str) -> tuple[str, str]:
-    db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
+    db = await open_database(config.database_location)
     try:
         return await create_token(
             db,
@@ -523,7 +523,7 @@ def db_purge(config_path: Path, days: float, dry_run: bool) -> None:
 
 
 async def _purge(config: NodeConfig, days: float, dry_run: bool) -> retention.PurgeReport:
-    db = await Database.open(config.database_path, load_migrations(MIGRATIONS))
+    db = await open_database(config.database_location)
     try:
         return await retention.purge(
             db, older_than_days=days, now=int(time.time() * 1000), dry_run=dry_run
