@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,38 @@ async def closed_loop(
 # --- the watcher: when does the sender hold the receipt? -----------------------------------------
 
 
+def settle_receipts(db: sqlite3.Connection, pending: dict[str, asyncio.Future[float]]) -> None:
+    """One autocommit read (microseconds, and a WAL reader never blocks the node's writer):
+    which of the waiting ids have a receipt the sender verified and stored; each is resolved
+    with the time it was seen (or fails, when it was refused) and leaves ``pending``."""
+    waiting = list(pending)
+    if not waiting:
+        return
+    marks = ",".join("?" * len(waiting))
+    rows = db.execute(
+        # Only "?" marks are formatted into the statement; the ids are parameters.
+        "SELECT message_id, status FROM receipts "
+        f"WHERE role = 'received' AND message_id IN ({marks})",
+        waiting,
+    ).fetchall()
+    resolve_receipts(rows, pending)
+
+
+def resolve_receipts(
+    rows: Iterable[tuple[str, str]], pending: dict[str, asyncio.Future[float]]
+) -> None:
+    """(message id, receipt status) just read: each leaves ``pending``, resolved now."""
+    seen = time.perf_counter()
+    for message_id, status in rows:
+        future = pending.pop(message_id)
+        if future.done():  # its submission timed out and gave up waiting
+            continue
+        if status == "delivered":
+            future.set_result(seen)
+        else:
+            future.set_exception(OpFailed(f"{message_id} was {status}"))
+
+
 class Watcher:
     """Reads the sender's database, read-only, for the receipts of the submissions it waits for;
     resolves each one with the time its receipt was first seen."""
@@ -185,26 +217,7 @@ class Watcher:
             self.watched_s = time.perf_counter() - began
 
     def _poll(self, db: sqlite3.Connection) -> None:
-        """One autocommit read (microseconds, and a WAL reader never blocks the node's writer):
-        which of the waiting ids have a receipt the sender verified and stored."""
-        waiting = list(self._pending)
-        if waiting:
-            marks = ",".join("?" * len(waiting))
-            rows = db.execute(
-                # Only "?" marks are formatted into the statement; the ids are parameters.
-                "SELECT message_id, status FROM receipts "
-                f"WHERE role = 'received' AND message_id IN ({marks})",
-                waiting,
-            ).fetchall()
-            seen = time.perf_counter()
-            for message_id, status in rows:
-                future = self._pending.pop(message_id)
-                if future.done():  # its submission timed out and gave up waiting
-                    continue
-                if status == "delivered":
-                    future.set_result(seen)
-                else:
-                    future.set_exception(OpFailed(f"{message_id} was {status}"))
+        settle_receipts(db, self._pending)
         self.polls += 1
 
     def period_ms(self) -> float | None:

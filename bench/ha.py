@@ -58,6 +58,7 @@ from bench.e2e import (
     Watcher,
     closed_loop,
     cpu_seconds_of,
+    resolve_receipts,
     submission_body,
     submit_op,
 )
@@ -129,15 +130,7 @@ class PgWatcher(Watcher):
                 "WHERE role = 'received' AND message_id = ANY($1::text[])",
                 list(self._pending),
             )
-            seen = time.perf_counter()
-            for row in found:
-                future = self._pending.pop(row["message_id"])
-                if future.done():  # its submission timed out and gave up waiting
-                    continue
-                if row["status"] != "delivered":
-                    future.set_exception(OpFailed(f"{row['message_id']} was {row['status']}"))
-                else:
-                    future.set_result(seen)
+            resolve_receipts(((r["message_id"], r["status"]) for r in found), self._pending)
         self.polls += 1
 
 

@@ -50,7 +50,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import load_average, load_label, percentiles_ms, table
-from bench.e2e import cpu_seconds_of
+from bench.e2e import cpu_seconds_of, settle_receipts
 from mla_node.localnet import Manifest, init_network, manifest_lock
 from mla_node.protocol import forms
 from mla_node.supervisor import network_down, network_up
@@ -188,26 +188,7 @@ class MeshWatcher:
                 self.watched_s = time.perf_counter() - began
 
     def _poll(self, sender: str, db: sqlite3.Connection) -> None:
-        pending = self._pending[sender]
-        waiting = list(pending)
-        if not waiting:
-            return
-        marks = ",".join("?" * len(waiting))
-        rows = db.execute(
-            # Only "?" marks are formatted into the statement; the ids are parameters.
-            "SELECT message_id, status FROM receipts "
-            f"WHERE role = 'received' AND message_id IN ({marks})",
-            waiting,
-        ).fetchall()
-        seen = time.perf_counter()
-        for message_id, status in rows:
-            future = pending.pop(message_id)
-            if future.done():
-                continue
-            if status == "delivered":
-                future.set_result(seen)
-            else:
-                future.set_exception(OpFailed(f"{message_id} was {status}"))
+        settle_receipts(db, self._pending[sender])
 
     def round_ms(self) -> float | None:
         return round(self.watched_s / self.rounds * 1000, 2) if self.rounds else None

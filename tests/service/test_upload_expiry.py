@@ -12,6 +12,7 @@ import pytest
 from mla_node.errors import FormInvalid
 from mla_node.protocol import forms
 from mla_node.service import attachments, cases
+from mla_node.service.context import NodeContext
 from mla_node.storage import attachment_repo
 from tests.service.memnet import CLERK, ManualClock, memory_network
 
@@ -27,23 +28,18 @@ def reader(data: bytes) -> Callable[[int], Awaitable[bytes]]:
     return read
 
 
+async def submit_naming(ctx: NodeContext, upload_id: str) -> None:
+    request = {"type": "mla_request", "to": "BR", "form": forms.example("mla_request")}
+    await cases.submit(ctx, CLERK, {**request, "attachments": [upload_id]}, None)
+
+
 async def test_abandoned_uploads_go_and_submitted_ones_stay(tmp_path: Path) -> None:
     clock = ManualClock()
     async with memory_network(tmp_path, clock=clock) as (nodes, _):
         ar = nodes["AR"].ctx
         old = await attachments.upload(ar, CLERK, reader(os.urandom(5000)), length=None, name="a")
         used = await attachments.upload(ar, CLERK, reader(os.urandom(5000)), length=None, name="b")
-        await cases.submit(
-            ar,
-            CLERK,
-            {
-                "type": "mla_request",
-                "to": "BR",
-                "form": forms.example("mla_request"),
-                "attachments": [used.id],
-            },
-            None,
-        )
+        await submit_naming(ar, used.id)
         clock.advance(7 * DAY_S - 60)
         fresh = await attachments.upload(ar, CLERK, reader(os.urandom(10)), length=None, name="c")
         assert await attachments.expire_unsubmitted(ar) == 0  # not a week old yet
@@ -57,14 +53,4 @@ async def test_abandoned_uploads_go_and_submitted_ones_stay(tmp_path: Path) -> N
         assert await attachments.expire_unsubmitted(ar) == 0  # nothing more to do
 
         with pytest.raises(FormInvalid):  # a submission naming the expired upload is refused
-            await cases.submit(
-                ar,
-                CLERK,
-                {
-                    "type": "mla_request",
-                    "to": "BR",
-                    "form": forms.example("mla_request"),
-                    "attachments": [old.id],
-                },
-                None,
-            )
+            await submit_naming(ar, old.id)
