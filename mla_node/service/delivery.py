@@ -88,8 +88,6 @@ class Deliverer:
         deadline_ms = d.deadline_s * 1000
         warn_ms = int(deadline_ms * d.deadline_warning_fraction)
         await self.ctx.db.write(lambda tx: repo.assign_missing_deadlines(tx, deadline_ms, warn_ms))
-        if not self.ctx.db.shared:  # claims left by this node's previous run: it is gone
-            await self.ctx.db.write(lambda tx: repo.release_leases(tx))
         self.running = True
         self._stopping = False
         self.ctx.wake_sender = self.wake

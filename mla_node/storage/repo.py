@@ -325,12 +325,8 @@ async def renew_leases(tx: Transaction, worker: str, lease_until: int) -> int:
     )
 
 
-async def release_leases(tx: Transaction, worker: str | None = None) -> int:
-    """Give up ``worker``'s claims (all claims when None: a node alone on its database)."""
-    if worker is None:
-        return await tx.execute(
-            "UPDATE outbox SET leased_by = NULL, lease_until = NULL WHERE leased_by IS NOT NULL"
-        )
+async def release_leases(tx: Transaction, worker: str) -> int:
+    """Give up ``worker``'s claims (it is stopping: the others need not wait for them to lapse)."""
     return await tx.execute(
         "UPDATE outbox SET leased_by = NULL, lease_until = NULL WHERE leased_by = ?", (worker,)
     )
