@@ -9,10 +9,15 @@ While a peer fails, only one envelope at a time probes it; the first success mak
 queued for it due at once, so a peer that was down for hours receives its backlog as soon as it
 is back, not at each envelope's own backoff time.
 
-Before each round the loop settles deadlines (``dead_letters``): an envelope past its delivery
-deadline leaves the outbox as ``undeliverable``, with signed evidence, instead of being retried
-for ever. ``stop(grace)`` lets the attempts in flight finish and record their receipts; what is
-cancelled after the grace stays in the outbox and is sent again after a restart.
+The loop keeps up to ``delivery.max_in_flight`` attempts running to a healthy peer and tops them up
+as each one ends or new work is queued, instead of sending in rounds that wait for their slowest
+attempt: under load an envelope queued mid-round would otherwise wait for the whole round, and
+then for the next round's reads.
+
+The loop settles deadlines (``dead_letters``) at least every ``DEADLINE_CHECK_S``: an envelope past
+its delivery deadline leaves the outbox as ``undeliverable``, with signed evidence, instead of being
+retried for ever. ``stop(grace)`` lets the attempts in flight finish and record their receipts; what
+is cancelled after the grace stays in the outbox and is sent again after a restart.
 
 Each send names the size of the peer's newest log head stored here, and each receipt recorded
 has its head judged afterwards (service/witness.py), so a peer showing two histories is caught.
@@ -68,6 +73,9 @@ PERMANENT_REFUSALS = frozenset(
     }
 )
 IDLE_POLL_S = 5.0
+# How stale the deadline check may get while a busy loop tops up its attempts (it ran before every
+# round, hundreds of reads a second under load, for deadlines of hours).
+DEADLINE_CHECK_S = 0.5
 
 
 class Deliverer:
@@ -76,6 +84,9 @@ class Deliverer:
         self.transport = transport
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
+        # peer -> message id -> its attempt, running now (the loop's, not deliver_round's)
+        self._attempts: dict[str, dict[str, asyncio.Task[bool]]] = {}
+        self._deadlines_checked: dict[str, float] = {}  # peer -> loop time of the last check
         self._failing: dict[str, int] = {}
         self.running = False
         self._stopping = False
@@ -101,7 +112,8 @@ class Deliverer:
         then the loops are cancelled. Whatever was not recorded stays in the outbox."""
         self.running = False
         self._stopping = True
-        loops = list(self._loops.values())
+        attempts = [t for running in self._attempts.values() for t in running.values()]
+        loops = [*self._loops.values(), *attempts]
         for event in self._wake.values():
             event.set()  # a loop waiting for its next round ends now
         if loops and grace_s > 0:
@@ -120,6 +132,7 @@ class Deliverer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._loops.clear()
+        self._attempts.clear()
         if self.ctx.db.shared:  # the other workers need not wait for these claims to lapse
             with contextlib.suppress(MlaError):
                 await self.ctx.db.write(lambda tx: repo.release_leases(tx, self.ctx.worker))
@@ -134,51 +147,93 @@ class Deliverer:
 
     async def _run(self, peer: str) -> None:
         wake = self._wake.setdefault(peer, asyncio.Event())
+        running = self._attempts.setdefault(peer, {})
         while self.running:
             wake.clear()
             try:
-                pause = await self.deliver_round(peer)
+                pause = await self._top_up(peer, running)
             except Exception:  # a bug must not end delivery to this peer for good
                 log.exception("delivery round to %s failed", peer)
                 pause = IDLE_POLL_S
             if pause > 0:
+                # Woken by new work, by an attempt that ended, or by the next due time.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), pause)
 
+    async def _top_up(self, peer: str, running: dict[str, asyncio.Task[bool]]) -> float:
+        """Start attempts for what is due to ``peer``, up to the limit with those running; how
+        long to wait before looking again (0: at once)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._deadlines_checked.get(peer, -DEADLINE_CHECK_S) >= DEADLINE_CHECK_S:
+            self._deadlines_checked[peer] = loop.time()
+            await self._settle_deadlines(peer)
+        started, pause = await self._start_due(peer, running)
+        for item, attempt in started:
+            running[item.message_id] = attempt
+            attempt.add_done_callback(functools.partial(self._ended, peer, item.message_id))
+        return pause
+
+    def _ended(self, peer: str, message_id: str, attempt: asyncio.Task[bool]) -> None:
+        self._attempts.get(peer, {}).pop(message_id, None)
+        if not attempt.cancelled() and (exc := attempt.exception()) is not None:
+            # What stays in the outbox is tried again: a bug costs a retry, not the envelope.
+            log.error("delivery of %s to %s failed", message_id, peer, exc_info=exc)
+        if (event := self._wake.get(peer)) is not None:
+            event.set()
+
     async def deliver_round(self, peer: str) -> float:
-        """Send what is due to ``peer``; return how long to wait before the next round."""
-        # Deadlines first: they pass whether or not the directory or the peer can be used.
+        """One round: settle deadlines, send what is due to ``peer`` and wait for those attempts;
+        how long to wait before the next round."""
+        await self._settle_deadlines(peer)
+        started, pause = await self._start_due(peer, {})
+        if not started:
+            return pause
+        results = await asyncio.gather(*(attempt for _, attempt in started))
+        return 0.0 if any(results) else self._backoff_s(self._failing.get(peer, 1)) / 4
+
+    async def _settle_deadlines(self, peer: str) -> None:
+        # Deadlines pass whether or not the directory or the peer can be used.
         now = self.ctx.clock()
         await dead_letters.expire_overdue(self.ctx, peer, now)
         await dead_letters.warn_approaching(self.ctx, peer, now)
+
+    async def _start_due(
+        self, peer: str, running: dict[str, asyncio.Task[bool]]
+    ) -> tuple[list[tuple[repo.OutboxItem, asyncio.Task[bool]]], float]:
+        """Attempts started for what is due to ``peer`` beyond those ``running``, and the pause
+        before the next look (the longest while attempts run: the end of one wakes the loop)."""
         try:
             directory = self.ctx.directory()
         except TrustError as exc:
             log.warning("not sending to %s: %s", peer, exc.detail)
-            return IDLE_POLL_S
+            return [], IDLE_POLL_S
         entry = directory.node(peer)
         if entry is None:
             log.warning("not sending to %s: it is not in the directory", peer)
-            return IDLE_POLL_S
+            return [], IDLE_POLL_S
         now = self.ctx.clock()
         probing = self._failing.get(peer, 0) > 0
-        limit = 1 if probing else self.ctx.config.delivery.max_in_flight
-        worker = self.ctx.worker
+        room = (1 if probing else self.ctx.config.delivery.max_in_flight) - len(running)
+        if room <= 0 or self._stopping:
+            return [], 0.0 if self._stopping else IDLE_POLL_S
+        # Those running are still queued: ask for as many more, and leave them out.
+        limit, worker = room + len(running), self.ctx.worker
         due = await repo.due_for_peer(self.ctx.db, peer, now, limit, worker)
         if due and self.ctx.db.shared:
             lease_until = now + int(self.ctx.config.delivery.lease_s * 1000)
             due = await self.ctx.db.write(
                 lambda tx: repo.claim_due(tx, peer, now, limit, worker, lease_until)
             )
+        due = [item for item in due if item.message_id not in running][:room]
         if self._stopping:
-            return 0.0  # start nothing new once stop() was called
-        if not due:
-            summary = (await repo.outbox_summary(self.ctx.db)).get(peer)
-            if summary is None:
-                return IDLE_POLL_S
-            return max(0.0, min((summary[2] or now) - now, IDLE_POLL_S * 1000) / 1000)
-        results = await asyncio.gather(*(self._attempt(entry, item) for item in due))
-        return 0.0 if any(results) else self._backoff_s(self._failing.get(peer, 1)) / 4
+            return [], 0.0  # start nothing new once stop() was called
+        if due:
+            started = [(item, asyncio.create_task(self._attempt(entry, item))) for item in due]
+            return started, IDLE_POLL_S
+        summary = None if running else (await repo.outbox_summary(self.ctx.db)).get(peer)
+        if summary is None:
+            return [], IDLE_POLL_S
+        return [], max(0.0, min((summary[2] or now) - now, IDLE_POLL_S * 1000) / 1000)
 
     async def _attempt(self, entry: NodeEntry, item: repo.OutboxItem) -> bool:
         """One delivery attempt; True when the envelope left the outbox."""
