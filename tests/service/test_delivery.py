@@ -6,11 +6,14 @@ must end empty with every envelope delivered exactly once and every receipt veri
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from mla_node.protocol.directory import NodeEntry
 from mla_node.storage import repo
+from mla_node.transport.base import PeerAnswer
 from tests.netkit import wait_for
-from tests.service.memnet import Node, inbox, memory_network, outbox_empty, submit
+from tests.service.memnet import Node, inbox, memory_network, outbox_empty, submit, transport
 
 
 async def test_store_until_online(tmp_path: Path) -> None:
@@ -64,3 +67,39 @@ async def test_delivery_resumes_after_the_sender_restarts(tmp_path: Path) -> Non
         await nodes["AR"].deliverer.start()
         await wait_for(lambda: outbox_empty(nodes["AR"]), within_s=15)
         assert await inbox(nodes["BR"]) == sorted(ids)
+
+
+async def test_an_envelope_queued_behind_a_slow_attempt_does_not_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    """The sender tops up its attempts as work arrives: a request submitted while another
+    attempt to the same peer hangs is delivered before that attempt ends, not a round later."""
+    async with memory_network(tmp_path) as (nodes, _):
+        sender = transport(nodes["AR"])
+        send, release = sender.send, asyncio.Event()
+        held: list[bytes] = []
+
+        async def hold_the_first(peer: NodeEntry, envelope: bytes) -> PeerAnswer:
+            if not held or held[0] == envelope:
+                held.append(envelope)
+                await release.wait()
+            return await send(peer, envelope)
+
+        sender.send = hold_the_first  # type: ignore[method-assign]
+        (first,) = await submit(nodes["AR"], "BR")
+        await wait_for(lambda: _true(bool(held)), within_s=5)
+        (second,) = await submit(nodes["AR"], "BR")
+        await wait_for(lambda: _delivered(nodes["AR"], second), within_s=5)
+        assert not await _delivered(nodes["AR"], first)
+        release.set()
+        await wait_for(lambda: outbox_empty(nodes["AR"]), within_s=5)
+        assert await inbox(nodes["BR"]) == sorted([first, second])
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _delivered(node: Node, message_id: str) -> bool:
+    message = await repo.get_message(node.ctx.db, message_id)
+    return message is not None and message.status == "delivered"
