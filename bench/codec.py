@@ -41,7 +41,8 @@ LABELS = {
 FOOTNOTE = (
     "* mla_node primitives: HPKE seal/open of the payload itself + Ed25519 over pae(header, "
     "ciphertext) + the signed receipt, with no envelope framing, padding or size limit: the cost "
-    "floor streamed attachments (issue 6 item 1) will build on, not what a node does today."
+    "floor of the primitives. A node sends large evidence as streamed attachments instead "
+    "(bench/transfer.py), not inline."
 )
 
 

@@ -16,8 +16,10 @@ Two contenders:
 - ``mla_node_primitives``: the same cryptography with no envelope around it, for payloads of any
   size: HPKE seal and open of the payload itself, Ed25519 over ``pae(header, ciphertext)``, a
   SHA-256 digest, and the same signed receipt. No msgpack framing, no padding, no size limit:
-  the cost floor of our primitives, which is what streamed attachments (issue 6 item 1) will
-  build on. It is not what a node does today, and the tables say so.
+  the cost floor of our primitives. It is not what a node does with a large payload, and the
+  tables say so: large evidence travels as streamed attachments (``protocol/stream.py``,
+  ``bench/transfer.py``), not inline; the envelope signs each file's digest, size and key
+  (``protocol/attachments.py``).
 """
 
 from __future__ import annotations
@@ -90,8 +92,8 @@ def envelope_cycle(payload: bytes) -> Cycle:
     if len(probe) > MAX_ENVELOPE:
         raise NotApplicable(
             f"the body pads to a {len(probe) / (1 << 20):.0f} MiB envelope; envelopes carry at "
-            f"most {MAX_ENVELOPE >> 20} MiB inline (MAX_ENVELOPE): streamed attachments "
-            "(issue 6 item 1) are not built yet"
+            f"most {MAX_ENVELOPE >> 20} MiB inline (MAX_ENVELOPE); large evidence travels as "
+            "streamed attachments (protocol/stream.py, bench/transfer.py), not inline"
         )
 
     # Loaded once, as a node loads its keys at start (TestNode.my_keys derives them per call).
@@ -136,7 +138,7 @@ def primitives_cycle(payload: bytes) -> Cycle:
             type="case",
             created_at=net.now,
             sender_kid=sender.kid,
-            recipient_kid=published.kid,  # EncryptionKey.kid derives the key: not per cycle
+            recipient_kid=published.kid,  # as a sender does: the kid the directory lists
         )
         header_bytes = codec.pack(header.as_map())
         info = codec.pae(codec.DOMAIN_HPKE_INFO, header_bytes)

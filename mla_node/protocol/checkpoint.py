@@ -7,6 +7,7 @@ larger); two that are not prove the node showed two histories.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from mla_node.protocol import codec
 from mla_node.protocol.directory import Directory
 from mla_node.protocol.keys import SigningKey
 from mla_node.protocol.merkle import HASH_LEN
-from mla_node.protocol.signed import open_signed, sign_object
+from mla_node.protocol.signed import open_signed, peek_kid, peek_signed, sign_object
 
 CHECKPOINT_VERSION = 1
 MAX_CHECKPOINT = 1024  # a checkpoint is ~150 bytes
@@ -60,9 +61,10 @@ def sign_checkpoint(key: SigningKey, *, node: str, size: int, root: bytes, at: i
 def verify_checkpoint(data: bytes, directory: Directory, *, node: str) -> Checkpoint:
     """Verify a checkpoint ``node`` signed, with that node's key valid at the checkpoint's time."""
     key_for = directory.signing_key_lookup(node, CheckpointInvalid, "checkpoint")
-    signed = open_signed(
-        codec.DOMAIN_CHECKPOINT, data, key_for, CheckpointInvalid, "checkpoint", MAX_CHECKPOINT
-    )
+    public = key_for(peek_kid(data, CheckpointInvalid, MAX_CHECKPOINT))
+    _signature_holds(data, public)
+    # Decoded only now, and these exact bytes verified under this exact key (now or before).
+    signed = peek_signed(data, CheckpointInvalid, "checkpoint", MAX_CHECKPOINT)
     b = signed.body
     if b.integer("v") != CHECKPOINT_VERSION or b.text("kind") != "checkpoint":
         raise CheckpointInvalid("not a version 1 checkpoint")
@@ -82,6 +84,26 @@ def verify_checkpoint(data: bytes, directory: Directory, *, node: str) -> Checkp
     if problem is not None:
         raise CheckpointInvalid(f"checkpoint key {signed.kid} was {problem} at signing time")
     return checkpoint
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_holds(data: bytes, public: bytes) -> bool:
+    """Raises CheckpointInvalid unless the signature in ``data`` verifies under ``public``.
+
+    A node signs a checkpoint only now and then, so most receipts carry the same head bytes; this
+    spares re-checking Ed25519 for them. Whether the signature holds depends on nothing but these
+    two byte strings; everything that depends on a directory (is ``public`` the node's key, was
+    it valid at the checkpoint's time) the caller checks on every call. A failure raises and so
+    is never kept."""
+    open_signed(
+        codec.DOMAIN_CHECKPOINT,
+        data,
+        lambda _kid: public,
+        CheckpointInvalid,
+        "checkpoint",
+        MAX_CHECKPOINT,
+    )
+    return True
 
 
 def peek_head(data: bytes) -> tuple[str, int]:

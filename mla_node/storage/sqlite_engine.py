@@ -5,13 +5,13 @@ A write is acknowledged only after the COMMIT that holds it has returned, in WAL
 second connection and, thanks to WAL, run beside the write. One process owns the file
 (storage/node_lock.py), so ``shared`` is False.
 
-The writer's statements run on the event loop's own thread, and only what can wait on the disk or
-on another process's lock (BEGIN IMMEDIATE, COMMIT with its fsync, ROLLBACK) goes to the writer's
-one thread. A statement inside the open transaction touches pages already in SQLite's cache and
-takes microseconds; sending each one to a thread and back cost more than the statement itself
-(two thread switches and a wake-up of the loop per statement, several per request), and the batch
-holds the write lock for all of that time. The one thread keeps the blocking calls in order, so a
-ROLLBACK after a cancelled COMMIT runs behind it, never beside it.
+The writer's statements run on the event loop's own thread, BEGIN IMMEDIATE included, and only what
+waits on the disk (COMMIT with its fsync, ROLLBACK) goes to the writer's one thread. A statement
+inside the open transaction touches pages already in SQLite's cache and takes microseconds; sending
+each one to a thread and back cost more than the statement itself (two thread switches and a
+wake-up of the loop per statement, several per request), and the batch holds the write lock for all
+of that time. The one thread keeps the blocking calls in order, so a ROLLBACK after a cancelled
+COMMIT runs behind it, never beside it.
 """
 
 from __future__ import annotations
@@ -88,8 +88,9 @@ class SqliteEngine:
         return await asyncio.get_running_loop().run_in_executor(self._writer_thread, call)
 
     async def begin(self) -> None:
-        # It may wait for another process's write lock (busy_timeout): not on the loop.
-        await self._blocking(functools.partial(self._writer.execute, "BEGIN IMMEDIATE"))
+        # On the loop: the node lock keeps other nodes off the file, and what else may write it
+        # (a `mla-node token create` beside the node) holds the lock for a millisecond.
+        self._writer.execute("BEGIN IMMEDIATE")
 
     async def control(self, sql: str) -> None:
         if _ENDS_TRANSACTION.match(sql):
