@@ -8,6 +8,11 @@ mutual TLS, SQLite WAL ``synchronous=FULL``. Measured, each as MB/s of the file'
 
 - ``local write+fsync``: this process writing the same number of bytes to a new file in the same
   folder and fsyncing it (the disk's ceiling for what the receiver must do);
+- ``local write+fsync, stored bytes``: the same, writing the very bytes BR stores (the encrypted
+  file, read back from BR's store first so that reading costs nothing). This disk is a virtual
+  one whose speed depends on what is written: the test pattern above is mostly repetitive, the
+  ciphertext is not, and the two references differ by up to 1.5× from run to run; both are
+  shown, and the ratio uses each;
 - ``clerk upload``: ``POST /api/v1/attachments`` at AR, streamed from this process, until the
   201 (encrypted, hashed, written and fsynced at AR);
 - ``node to node``: the file already stored at AR, from the submission naming it until AR's
@@ -39,6 +44,7 @@ import aiohttp
 
 from bench.common import MIB, load_average, size_label, table
 from bench.e2e import peak_rss_of
+from mla_node.config import load_config
 from mla_node.localnet import Manifest
 from mla_node.protocol import forms
 from mla_node.supervisor import network_down, network_up
@@ -156,6 +162,32 @@ def local_write_fsync(folder: Path, size: int) -> float:
     return seconds
 
 
+def local_copy_fsync(source: Path, folder: Path) -> float:
+    """Seconds to write ``source``'s bytes (read into the page cache first) to a new file and
+    fsync it."""
+    with source.open("rb") as f:
+        while f.read(BLOCK):
+            pass
+    path = folder / "fsync-probe-stored.bin"
+    with source.open("rb") as src, path.open("wb") as dst:
+        started = time.perf_counter()
+        while block := src.read(BLOCK):
+            dst.write(block)
+        dst.flush()
+        os.fsync(dst.fileno())
+        seconds = time.perf_counter() - started
+    path.unlink()
+    return seconds
+
+
+def stored_blob(manifest: Manifest, state: str) -> Path:
+    """The largest file in ``state``'s evidence store: the one the part sent."""
+    config = load_config(manifest.nodes[state].config)
+    return max(
+        (p for p in config.files_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+    )
+
+
 def _mb_s(size: int, seconds: float) -> float:
     return round(size / seconds / 1e6, 1)
 
@@ -190,12 +222,18 @@ def run(quick: bool) -> dict[str, object]:
         fsync_s = local_write_fsync(folder, size)
         times = asyncio.run(_measure(manifest, size, progress))
         peak = {s: peak_rss_of(n.pid) for s, n in manifest.nodes.items()}
+        stored = stored_blob(manifest, RECIPIENT)
+        stored_size = stored.stat().st_size
+        stored_fsync_s = local_copy_fsync(stored, folder)
     return {
         "file_bytes": size,
         "local_write_fsync_mb_s": _mb_s(size, fsync_s),
         "clerk_upload_mb_s": _mb_s(size, times["upload_s"]),
         "node_to_node_mb_s": _mb_s(size, times["transfer_s"]),
         "node_to_node_vs_local": round(fsync_s / times["transfer_s"], 2),
+        "stored_bytes": stored_size,
+        "local_write_fsync_stored_mb_s": _mb_s(stored_size, stored_fsync_s),
+        "node_to_node_vs_local_stored": round(stored_fsync_s / times["transfer_s"], 2),
         "download_mb_s": _mb_s(size, times["download_s"]),
         "node_to_node_s": round(times["transfer_s"], 2),
         "node_peak_rss_mib": peak,
@@ -211,11 +249,13 @@ def render(result: dict[str, object]) -> str:
     assert isinstance(peak, dict)
     rows = [
         ("local write+fsync", result["local_write_fsync_mb_s"], ""),
+        ("local write+fsync, stored bytes", result["local_write_fsync_stored_mb_s"], ""),
         ("clerk upload (AR)", result["clerk_upload_mb_s"], ""),
         (
             "node to node, to verified receipt",
             result["node_to_node_mb_s"],
-            f"{result['node_to_node_vs_local']}x local",
+            f"{result['node_to_node_vs_local']}x local, "
+            f"{result['node_to_node_vs_local_stored']}x stored bytes",
         ),
         ("download (BR)", result["download_mb_s"], ""),
     ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,23 @@ async def test_an_envelopes_files_are_checked_before_a_receipt(nodes: dict[str, 
     with pytest.raises(AttachmentMissing):
         await blob_transfer.check_received(br, [ref])
     assert br.blobs.size(digest) is None
+
+
+def test_read_ahead_hands_over_chunks_errors_and_stops_with_its_caller() -> None:
+    def chunks(fail_after: int | None) -> Iterator[bytes]:
+        for i in range(50):
+            if i == fail_after:
+                raise AttachmentInvalid("tag")
+            yield bytes([i]) * 10
+
+    assert list(blob_transfer._read_ahead(chunks(None))) == list(chunks(None))
+    failing = blob_transfer._read_ahead(chunks(7))
+    got = [next(failing) for _ in range(7)]
+    assert got == list(chunks(None))[:7]  # in order, up to the chunk that failed
+    with pytest.raises(AttachmentInvalid):
+        next(failing)
+    before = threading.active_count()
+    reader = blob_transfer._read_ahead(chunks(None))
+    assert next(reader) == bytes([0]) * 10
+    reader.close()  # the caller stops early: the producer is stopped and joined, not left blocked
+    assert threading.active_count() == before
