@@ -35,7 +35,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -149,11 +149,12 @@ async def download_sha256(
     return digest.hexdigest(), size
 
 
-def local_write_fsync(folder: Path, size: int) -> float:
+def local_write_fsync(folder: Path, blocks: Iterable[bytes]) -> float:
+    """Seconds to write ``blocks`` to a new file in ``folder`` and fsync it."""
     path = folder / "fsync-probe.bin"
     started = time.perf_counter()
     with path.open("wb") as f:
-        for block in pattern(size):
+        for block in blocks:
             f.write(block)
         f.flush()
         os.fsync(f.fileno())
@@ -162,22 +163,10 @@ def local_write_fsync(folder: Path, size: int) -> float:
     return seconds
 
 
-def local_copy_fsync(source: Path, folder: Path) -> float:
-    """Seconds to write ``source``'s bytes (read into the page cache first) to a new file and
-    fsync it."""
+def file_blocks(source: Path) -> Iterator[bytes]:
     with source.open("rb") as f:
-        while f.read(BLOCK):
-            pass
-    path = folder / "fsync-probe-stored.bin"
-    with source.open("rb") as src, path.open("wb") as dst:
-        started = time.perf_counter()
-        while block := src.read(BLOCK):
-            dst.write(block)
-        dst.flush()
-        os.fsync(dst.fileno())
-        seconds = time.perf_counter() - started
-    path.unlink()
-    return seconds
+        while block := f.read(BLOCK):
+            yield block
 
 
 def stored_blob(manifest: Manifest, state: str) -> Path:
@@ -219,12 +208,14 @@ def run(quick: bool) -> dict[str, object]:
     load_before = load_average()
     with two_nodes() as manifest:
         folder = manifest.folder
-        fsync_s = local_write_fsync(folder, size)
+        fsync_s = local_write_fsync(folder, pattern(size))
         times = asyncio.run(_measure(manifest, size, progress))
         peak = {s: peak_rss_of(n.pid) for s, n in manifest.nodes.items()}
         stored = stored_blob(manifest, RECIPIENT)
         stored_size = stored.stat().st_size
-        stored_fsync_s = local_copy_fsync(stored, folder)
+        for _ in file_blocks(stored):  # into the page cache: reading them back costs nothing
+            pass
+        stored_fsync_s = local_write_fsync(folder, file_blocks(stored))
     return {
         "file_bytes": size,
         "local_write_fsync_mb_s": _mb_s(size, fsync_s),
