@@ -33,11 +33,14 @@ def pae(domain: bytes, *parts: bytes) -> bytes:
     Length prefixes make the encoding injective: no two different lists of parts give the same
     bytes, so moving bytes from one part to the next cannot keep a signature valid.
     """
-    out = [struct.pack(">Q", len(domain)), domain, struct.pack(">Q", len(parts))]
+    out = [_u64(len(domain)), domain, _u64(len(parts))]
     for part in parts:
-        out.append(struct.pack(">Q", len(part)))
-        out.append(part)
+        out += (_u64(len(part)), part)
     return b"".join(out)
+
+
+# A bound Struct.pack skips parsing the format string on each of the several calls per message.
+_u64 = struct.Struct(">Q").pack
 
 
 def pack(obj: Any) -> bytes:
@@ -103,6 +106,15 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 def _strict_map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     """Maps have text keys, each at most once: a duplicate key would let two decoders (first
     wins, last wins) read different values out of the same signed bytes."""
+    # Every map of every message comes here, so check in C first: fewer keys than pairs is
+    # exactly "some key came twice". strict_map_key has refused unhashable keys already.
+    out: dict[str, Any] = dict(pairs)
+    if len(out) == len(pairs) and _STR.issuperset(map(type, out)):
+        return out
+    return _strict_map_slowly(pairs)
+
+
+def _strict_map_slowly(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if not isinstance(key, str):
@@ -115,18 +127,34 @@ def _strict_map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
 
 def _check_depth(obj: Any, max_depth: int, error: type[MlaError]) -> None:
     """Depth counts containers only: a flat map of scalars has depth 1, a scalar depth 0."""
+    kind = type(obj)
+    if kind in _SCALARS:
+        return
+    if (kind is dict or kind is list) and _SCALARS.issuperset(
+        map(type, obj.values() if kind is dict else obj)
+    ):
+        # One flat container, the usual case (headers, outer arrays): no stack needed.
+        if max_depth < 1:
+            raise error(f"nesting deeper than {max_depth}")
+        return
+    # Only containers go on the stack: scalars cannot be too deep, and most items are scalars.
     stack: list[tuple[Any, int]] = [(obj, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, list):
-            children: Any = item
-        elif isinstance(item, dict):
-            children = item.values()
-        else:
+        if not isinstance(item, (list, dict)):
             continue
         if depth > max_depth:
             raise error(f"nesting deeper than {max_depth}")
-        stack.extend((child, depth + 1) for child in children)
+        children = item.values() if isinstance(item, dict) else item
+        # Testing the set of types runs in C; the loop is for containers that hold containers.
+        if _SCALARS.issuperset(map(type, children)):
+            continue
+        stack.extend((child, depth + 1) for child in children if type(child) not in _SCALARS)
+
+
+# Exact types, so a subclass of anything (which msgpack never makes) takes the general path.
+_STR = frozenset({str})
+_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
 
 
 class Fields:
@@ -156,8 +184,13 @@ class Fields:
             )
         return value
 
+    # Each accessor takes the value straight when its type is exactly right (what msgpack
+    # makes) and leaves everything else, missing keys included, to _get and its errors.
+
     def text(self, key: str, max_len: int = 256) -> str:
-        value: str = self._get(key, str, False)
+        value = self._obj.get(key)
+        if type(value) is not str:
+            value = self._get(key, str, False)
         if len(value) > max_len:
             raise self._error(f"{self._where}.{key} is too long", field=f"{self._where}.{key}")
         return value
@@ -166,11 +199,16 @@ class Fields:
         return None if self._obj.get(key) is None else self.text(key, max_len)
 
     def integer(self, key: str) -> int:
-        value: int = self._get(key, int, False)
-        return value
+        value = self._obj.get(key)
+        if type(value) is int:
+            return value
+        checked: int = self._get(key, int, False)
+        return checked
 
     def blob(self, key: str, length: int | None = None) -> bytes:
-        value: bytes = self._get(key, bytes, False)
+        value = self._obj.get(key)
+        if type(value) is not bytes:
+            value = self._get(key, bytes, False)
         if length is not None and len(value) != length:
             raise self._error(
                 f"{self._where}.{key} must be {length} bytes", field=f"{self._where}.{key}"
@@ -178,8 +216,11 @@ class Fields:
         return value
 
     def array(self, key: str) -> list[Any]:
-        value: list[Any] = self._get(key, list, False)
-        return value
+        value = self._obj.get(key)
+        if type(value) is list:
+            return value
+        checked: list[Any] = self._get(key, list, False)
+        return checked
 
     def child(self, key: str) -> Fields:
         return Fields(self._get(key, dict, False), self._error, f"{self._where}.{key}")

@@ -12,7 +12,6 @@ histories is caught; and the receipt a court sees pins the receiver's log as it 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,37 +106,46 @@ def verify_receipt(
     b = signed.body
     if b.integer("v") != RECEIPT_VERSION or b.text("kind") != "receipt":
         raise ReceiptError("not a version 1 receipt")
-    receipt = Receipt(
-        message_id=b.text("mid", 64),
-        sender=b.text("from", 2),
-        recipient=b.text("to", 2),
-        envelope_digest=b.blob("envelope", 32),
-        status=b.one_of("status", RECEIPT_STATUSES),
-        code=b.opt_text("code", 64),
-        at=b.integer("at"),
-        kid=signed.kid,
-        digest=signed.digest,
-        raw=data,
-    )
-    if signer_state != [receipt.recipient]:
+    # Read in this order so a receipt with several faults names the same one as always; the
+    # Receipt is made once, at the end, rather than copied again to add its head.
+    message_id = b.text("mid", 64)
+    sender = b.text("from", 2)
+    recipient = b.text("to", 2)
+    envelope_digest = b.blob("envelope", 32)
+    status = b.one_of("status", RECEIPT_STATUSES)
+    code = b.opt_text("code", 64)
+    at = b.integer("at")
+    if signer_state != [recipient]:
         raise ReceiptError("receipt not signed by the envelope's recipient", field="receipt.kid")
-    _, problem = directory.check_key(receipt.recipient, signed.kid, "sign", receipt.at, live=False)
+    _, problem = directory.check_key(recipient, signed.kid, "sign", at, live=False)
     if problem is not None:
         raise ReceiptError(f"receipt key {signed.kid} was {problem} at signing time")
     for expected, actual, name in (
-        (expect_message_id, receipt.message_id, "mid"),
-        (expect_envelope_digest, receipt.envelope_digest, "envelope"),
-        (expect_signer, receipt.recipient, "to"),
+        (expect_message_id, message_id, "mid"),
+        (expect_envelope_digest, envelope_digest, "envelope"),
+        (expect_signer, recipient, "to"),
     ):
         if expected is not None and expected != actual:
             raise ReceiptError(f"receipt is for another {name}", field=f"receipt.{name}")
     head = b.raw().get("head")
-    if head is None:
-        return receipt
-    if not isinstance(head, bytes) or len(head) > MAX_CHECKPOINT:
-        raise ReceiptError("receipt.head must be a checkpoint's bytes", field="receipt.head")
-    try:
-        checkpoint = verify_checkpoint(head, directory, node=receipt.recipient)
-    except CheckpointInvalid as exc:
-        raise ReceiptError(f"receipt head: {exc.detail}", field="receipt.head") from exc
-    return dataclasses.replace(receipt, head=checkpoint)
+    checkpoint: Checkpoint | None = None
+    if head is not None:
+        if not isinstance(head, bytes) or len(head) > MAX_CHECKPOINT:
+            raise ReceiptError("receipt.head must be a checkpoint's bytes", field="receipt.head")
+        try:
+            checkpoint = verify_checkpoint(head, directory, node=recipient)
+        except CheckpointInvalid as exc:
+            raise ReceiptError(f"receipt head: {exc.detail}", field="receipt.head") from exc
+    return Receipt(
+        message_id=message_id,
+        sender=sender,
+        recipient=recipient,
+        envelope_digest=envelope_digest,
+        status=status,
+        code=code,
+        at=at,
+        kid=signed.kid,
+        digest=signed.digest,
+        raw=data,
+        head=checkpoint,
+    )

@@ -71,7 +71,9 @@ def _container(
         codec.unpack(data, error=error, max_bytes=max_bytes, max_depth=2), 4, error, where
     )
     fmt, kid, body_bytes, signature = outer
-    if fmt != CONTAINER_FORMAT or isinstance(fmt, bool):
+    # Exactly the integer 1: 1.0 (a float64) equals it too, and would re-encode as itself, so
+    # the canonical check below would take the same container under a second digest.
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt != CONTAINER_FORMAT:
         raise error(f"{where}: unsupported container format {fmt!r}")
     if (
         not isinstance(kid, str)
