@@ -226,12 +226,14 @@ class PeerBlobs:
                 if len(buffer) >= PEER_WRITE:
                     # One piece hashed and written in a thread while the next one arrives.
                     if pending is not None:
-                        await pending
+                        # Shielded: a cancel here leaves the write running on its thread, and
+                        # the rescue below must wait for it, or it would write beside it.
+                        await asyncio.shield(pending)
                     piece, written = bytes(buffer), written + len(buffer)
                     buffer.clear()
                     pending = asyncio.ensure_future(asyncio.to_thread(partial.write, piece))
             if pending is not None:
-                await pending
+                await asyncio.shield(pending)
                 pending = None
             await asyncio.to_thread(partial.write, bytes(buffer))
             written += len(buffer)

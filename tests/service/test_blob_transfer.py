@@ -3,6 +3,7 @@ who may send, offsets, quota, digests, and the checks an envelope's files pass b
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
@@ -28,6 +29,7 @@ from mla_node.protocol.attachments import AttachmentRef
 from mla_node.service import blob_transfer
 from mla_node.service.blob_transfer import PeerBlobs
 from mla_node.service.context import NodeContext
+from mla_node.storage.blobs import PartialBlob
 from tests.service.memnet import Node, memory_network
 
 
@@ -128,6 +130,38 @@ async def test_an_envelopes_files_are_checked_before_a_receipt(nodes: dict[str, 
     with pytest.raises(AttachmentMissing):
         await blob_transfer.check_received(br, [ref])
     assert br.blobs.size(digest) is None
+
+
+async def test_a_transfer_cancelled_while_a_piece_is_written_keeps_its_bytes_in_order(
+    nodes: dict[str, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender hangs up while the first piece is still on its way to the disk: what arrived
+    after it is written after it, so the transfer resumes from a file that is a true prefix."""
+    br, ar_cert = nodes["BR"].ctx, cert_of(nodes["AR"].ctx)
+    blob = os.urandom(22 * 100_000)  # two pieces of PEER_WRITE: 11 reads each
+    digest = hashlib.sha256(blob).digest()
+    disk_free, first_started = threading.Event(), threading.Event()
+    original = PartialBlob.write
+
+    def slow_first_write(self: PartialBlob, data: bytes) -> None:
+        if not first_started.is_set():
+            first_started.set()
+            disk_free.wait(10)
+        original(self, data)
+
+    monkeypatch.setattr(PartialBlob, "write", slow_first_write)
+    transfer = asyncio.create_task(
+        PeerBlobs(br).append(ar_cert, digest, 0, len(blob), reader(blob))
+    )
+    await asyncio.to_thread(first_started.wait, 10)  # the second piece is in the buffer
+    transfer.cancel()
+    await asyncio.sleep(0.1)  # time for a rescue that would not wait to write the second piece
+    disk_free.set()
+    with pytest.raises(asyncio.CancelledError):
+        await transfer
+    assert br.blobs.partial_size("AR", digest) == len(blob)
+    with (br.blobs.root / "partial" / "AR" / digest.hex()).open("rb") as f:
+        assert f.read() == blob
 
 
 def test_read_ahead_hands_over_chunks_errors_and_stops_with_its_caller() -> None:
