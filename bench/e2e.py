@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import json
 import os
@@ -76,10 +77,13 @@ class OpFailed(Exception):
     pass
 
 
-def submission_body() -> bytes:
-    """The clerk's JSON: the complete A-55 example request, as the README's tour sends it."""
-    body = {"type": "mla_request", "to": RECIPIENT, "form": forms.example("mla_request")}
-    return json.dumps(body).encode()
+def submission_body(recipient: str = RECIPIENT) -> bytes:
+    """The clerk's JSON: the complete A-55 example request, as the README's tour sends it, with
+    its deadline a year ahead. The example's own date has passed, which would make every request
+    of a run an overdue case for the node's alert check: a load of its own, not this one."""
+    due = (dt.date.today() + dt.timedelta(days=365)).isoformat()
+    form = {**forms.example("mla_request"), "deadline": due}
+    return json.dumps({"type": "mla_request", "to": recipient, "form": form}).encode()
 
 
 # --- the closed loop -----------------------------------------------------------------------------
@@ -402,7 +406,7 @@ def run(settings: E2ESettings, progress: Callable[[str], None] = print) -> dict[
             "warmup_s": settings.warmup_s,
             "max_ops": settings.max_ops,
             "body_bytes": len(submission_body()),
-            "body": "the mla_request example form (forms.example), JSON, to BR",
+            "body": "the mla_request example (forms.example, deadline a year ahead), JSON, to BR",
             "nodes": "two mla-node processes (supervisor), SQLite WAL synchronous=FULL, mTLS",
             "completion": "the sender's verified receipt, read from its database (read-only)",
         },

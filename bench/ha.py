@@ -364,7 +364,7 @@ def run(settings: HASettings, progress: Callable[[str], None] = print) -> dict[s
             "warmup_requests": settings.warmup,
             "postgres": _redacted(settings.postgres),
             "body_bytes": len(submission_body()),
-            "body": "the mla_request example form (forms.example), JSON, AR to BR",
+            "body": "the mla_request example (forms.example, deadline a year ahead), AR to BR",
             "spread": "submissions round-robin over every AR worker's clerk URL",
             "completion": "AR's verified receipt, read from its database (SQLite file read-only; "
             f"PostgreSQL: a connection of the bench's own, every {PG_POLL_PAUSE_S * 1000:g} ms)",

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import random
 import signal
 import sqlite3
@@ -50,9 +49,8 @@ from typing import Any
 import aiohttp
 
 from bench.common import load_average, load_label, percentiles_ms, table
-from bench.e2e import cpu_seconds_of, settle_receipts
+from bench.e2e import cpu_seconds_of, settle_receipts, submission_body
 from mla_node.localnet import Manifest, init_network, manifest_lock
-from mla_node.protocol import forms
 from mla_node.supervisor import network_down, network_up
 
 # The 35 member states of the OAS, ISO 3166 alpha-2.
@@ -83,11 +81,6 @@ class ScaleSettings:
 
 class OpFailed(Exception):
     pass
-
-
-def submission_body(recipient: str) -> bytes:
-    body = {"type": "mla_request", "to": recipient, "form": forms.example("mla_request")}
-    return json.dumps(body).encode()
 
 
 def pairs(states: Sequence[str], count: int, seed: int) -> list[tuple[str, str]]:
@@ -434,8 +427,8 @@ def run(settings: ScaleSettings, progress: Callable[[str], None] = print) -> dic
             "settle_s": settings.settle_s,
             "seed": settings.seed,
             "body_bytes": len(submission_body(states[0])),
-            "body": "the mla_request example form (forms.example), JSON, random sender → "
-            "random other state",
+            "body": "the mla_request example (forms.example, deadline a year ahead), "
+            "random sender → random other state",
             "nodes_how": "mla-node processes (supervisor, as `mla-node network up`), SQLite WAL "
             "synchronous=FULL, mTLS",
             "completion": "the sender's verified receipt, read from its database (read-only)",

@@ -38,6 +38,7 @@ from mla_node.service.context import NodeContext
 from mla_node.service.delivery import Deliverer
 from mla_node.service.health import CertificateWatch
 from mla_node.service.trust import TrustKeeper
+from mla_node.storage import ops_repo
 from mla_node.storage.db import SQLITE_MIGRATIONS, open_database
 from mla_node.storage.node_lock import NodeLock
 from mla_node.transport.http import HttpTransport, make_peer_app
@@ -112,6 +113,8 @@ class NodeRuntime:
             if (directory := trust.current) is not None:
                 ctx.sign_with_listed_key(directory)
             await audit_log.checkpoint(ctx)  # a signed head of the log as it stands at start
+            if filled := await ops_repo.fill_legal_due_dates(db):
+                log.info("worked out the legal dates of %d messages stored before", filled)
             transport = HttpTransport(
                 identity.tls_cert_path,
                 identity.tls_key_path,

@@ -16,7 +16,10 @@ import pytest
 
 from mla_node import logs
 from mla_node.protocol import forms
-from mla_node.service.alerts import legal_deadlines
+from mla_node.service.alerts import deadline_forms, legal_deadlines
+from mla_node.storage import ops_repo, repo
+from mla_node.storage.db import SQLITE_MIGRATIONS, Database, Transaction, open_database
+from mla_node.storage.engine import load_migrations
 from mla_node.storage.ops_repo import FormRow
 from tests.netkit import RunningNode, running_network, wait_for
 
@@ -216,30 +219,101 @@ async def test_alerts_for_certificates_peers_and_legal_deadlines(
         ar.runtime.ctx.clock = real
 
 
+def _stored(mid: str, form_type: str, form: dict[str, object], **kw: object) -> repo.MessageRow:
+    fields: dict[str, object] = {
+        "id": mid, "direction": "in", "sender": "BR", "recipient": "AR", "case_id": mid,
+        "in_reply_to": None, "form_type": form_type, "form_version": 1, "form": form,
+        "status": "received", "envelope": b"e", "envelope_sha256": b"\0" * 32, "created_at": 0,
+        "updated_at": 0, "created_by": None,
+    }  # fmt: skip
+    return repo.MessageRow(**{**fields, **kw})  # type: ignore[arg-type]
+
+
+SETTLING_CASES = [
+    _stored("A", "mla_request", {"deadline": "2020-01-01"}),
+    _stored("B", "mla_request", {"deadline": "2020-01-01"}),
+    _stored("B1", "execution_result", {}, case_id="B"),
+    _stored("C", "additional_info_request", {"deadline": "2020-01-01"}, case_id="A"),
+    _stored("D", "additional_info_request", {"deadline": "2020-01-01"}, case_id="X"),
+    _stored("D1", "supplement", {}, case_id="X", in_reply_to="D"),
+    _stored("E", "provisional_arrest", {"formal_request_due_days": 60, "case_reference": "R1"}),
+    _stored("F", "provisional_arrest", {"formal_request_due_days": 60, "case_reference": "R2"}),
+    _stored("F1", "extradition_request", {"case_reference": "R2"}),
+]
+
+
 def test_legal_deadlines_are_settled_by_their_answers() -> None:
     now = 1_800_000_000_000
-
-    def row(mid: str, form_type: str, form: dict[str, object], **kw: object) -> FormRow:
-        fields: dict[str, object] = {
-            "id": mid, "direction": "in", "sender": "BR", "recipient": "AR", "case_id": mid,
-            "in_reply_to": None, "form_type": form_type, "form": form, "created_at": 0,
-        }  # fmt: skip
-        return FormRow(**{**fields, **kw})  # type: ignore[arg-type]
-
     rows = [
-        row("A", "mla_request", {"deadline": "2020-01-01"}),
-        row("B", "mla_request", {"deadline": "2020-01-01"}),
-        row("B1", "execution_result", {}, case_id="B"),
-        row("C", "additional_info_request", {"deadline": "2020-01-01"}, case_id="A"),
-        row("D", "additional_info_request", {"deadline": "2020-01-01"}, case_id="X"),
-        row("D1", "supplement", {}, case_id="X", in_reply_to="D"),
-        row("E", "provisional_arrest", {"formal_request_due_days": 60, "case_reference": "R1"}),
-        row("F", "provisional_arrest", {"formal_request_due_days": 60, "case_reference": "R2"}),
-        row("F1", "extradition_request", {"case_reference": "R2"}),
-        row("G", "mla_request", {"deadline": "2999-01-01"}),
-    ]
+        FormRow(m.id, m.direction, m.sender, m.recipient, m.case_id, m.in_reply_to, m.form_type,
+                m.form, m.created_at)
+        for m in [*SETTLING_CASES, _stored("G", "mla_request", {"deadline": "2999-01-01"})]
+    ]  # fmt: skip
     assert sorted(d.message_id for d in legal_deadlines(rows, now)) == ["A", "C", "E"]
     assert {d.box for d in legal_deadlines(rows, now)} == {"inbox"}
+
+
+async def test_an_alert_check_reads_only_the_open_cases_whose_date_passed(
+    tmp_path: Path,
+) -> None:
+    """The same cases as above, stored, among 300 requests whose dates have not come: the
+    check finds the same three, and decodes neither the 300 nor the settled cases (it used to
+    read every request ever stored, at every check)."""
+    now = 1_800_000_000_000
+    db = await open_database(tmp_path / "node.db")
+    try:
+        waiting = [
+            _stored(f"G{i:03d}", "mla_request", {"deadline": "2999-01-01"}) for i in range(300)
+        ]
+
+        async def store(tx: Transaction) -> None:
+            for message in [*SETTLING_CASES, *waiting]:
+                assert await repo.insert_message(tx, message)
+
+        await db.write(store)
+        read = await deadline_forms(db, now)
+        assert sorted(d.message_id for d in legal_deadlines(read, now)) == ["A", "C", "E"]
+        # F's extradition request F1 is read to match their case references
+        assert sorted(f.id for f in read) == ["A", "C", "E", "F", "F1"]
+        assert await deadline_forms(db, 0) == []  # nothing had passed then
+    finally:
+        await db.close()
+
+
+async def test_messages_stored_before_the_dates_were_kept_count_until_worked_out(
+    tmp_path: Path,
+) -> None:
+    """A database from before migration 0010: its requests are read at each check, as they were,
+    until the node works their dates out at start; the alerts are the same before and after."""
+    path, now = tmp_path / "node.db", 1_800_000_000_000
+    old = await Database.open(path, load_migrations(SQLITE_MIGRATIONS)[:9])
+
+    async def store_as_version_9(tx: Transaction) -> None:
+        for m in [*SETTLING_CASES, _stored("G", "mla_request", {"deadline": "2999-01-01"})]:
+            await tx.execute(
+                "INSERT INTO messages (id, direction, sender, recipient, case_id, in_reply_to, "
+                "form_type, form_version, form, status, envelope, envelope_sha256, created_at, "
+                "updated_at) VALUES (?, 'in', 'BR', 'AR', ?, ?, ?, 1, ?, 'received', x'65', ?, "
+                "0, 0)",
+                (m.id, m.case_id, m.in_reply_to, m.form_type, json.dumps(m.form), b"\0" * 32),
+            )
+
+    await old.write(store_as_version_9)
+    await old.close()
+
+    db = await open_database(path)
+    try:
+        before = legal_deadlines(await deadline_forms(db, now), now)
+        assert sorted(d.message_id for d in before) == ["A", "C", "E"]
+        assert await ops_repo.fill_legal_due_dates(db, batch=2) == 7  # the dated forms A..G
+        assert await ops_repo.fill_legal_due_dates(db) == 0
+        rows = await db.fetchall("SELECT id, legal_due_at FROM messages ORDER BY id")
+        dates = {r[0]: r[1] for r in rows}
+        assert dates["A"] == 1_577_923_200_000  # the end of 2020-01-01, UTC
+        assert dates["E"] == 60 * DAY_MS and dates["B1"] is None and dates["G"] > now
+        assert legal_deadlines(await deadline_forms(db, now), now) == before
+    finally:
+        await db.close()
 
 
 def test_json_log_lines_carry_the_request_id_and_the_alert_name() -> None:

@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mla_node.errors import MlaError
+from mla_node.protocol.legal_dates import legal_due
 from mla_node.service.context import NodeContext
 from mla_node.service.health import MS_PER_DAY, CertificateWatch
 from mla_node.service.trust import Staleness, staleness
 from mla_node.storage import ops_repo, repo
+from mla_node.storage.repo import Reader
 
 log = logging.getLogger(__name__)
 
@@ -82,28 +84,17 @@ class LegalDeadline:
     due: int  # ms
 
 
-def _end_of_day(date: str) -> int | None:
-    try:
-        day = dt.date.fromisoformat(date)
-    except ValueError:
-        return None
-    return int(
-        dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp() * 1000
-    )
-
-
 def legal_deadlines(forms: list[ops_repo.FormRow], now: int) -> list[LegalDeadline]:
     """The dates of open cases that have passed at ``now``.
 
-    - a request's ``deadline`` (the date the assistance is needed by) passes with no
-      ``execution_result``, ``return_with_reasons`` or ``withdrawal`` in its case;
-    - an ``additional_info_request``'s ``deadline`` passes with no ``supplement`` answering it;
-    - a ``provisional_arrest``: the formal extradition request is due ``formal_request_due_days``
-      after the arrest. The node does not know the arrest's date, so it counts from when the
-      request was sent (the earliest the arrest could be); an ``extradition_request`` between
-      the same states with the same ``case_reference``, or a closing follow-up, settles it.
+    The dates are protocol/legal_dates.py's; ``forms`` holds the forms that set them and those
+    that may settle them:
 
-    A date is the end of that day, UTC: the node does not know the state's time zone.
+    - a request's date passes with no ``execution_result``, ``return_with_reasons`` or
+      ``withdrawal`` in its case;
+    - an ``additional_info_request``'s passes with no ``supplement`` answering it;
+    - a ``provisional_arrest``'s passes with no ``extradition_request`` between the same states
+      with the same ``case_reference``, and no closing follow-up.
     """
     closed_cases = {f.case_id for f in forms if f.form_type in SETTLED_BY_CASE}
     answered = {f.in_reply_to for f in forms if f.form_type == "supplement"}
@@ -114,20 +105,17 @@ def legal_deadlines(forms: list[ops_repo.FormRow], now: int) -> list[LegalDeadli
     }
     out: list[LegalDeadline] = []
     for f in forms:
-        due: int | None = None
-        kind = ""
-        if f.form_type == "mla_request" and isinstance(f.form.get("deadline"), str):
-            kind, due = "assistance", _end_of_day(f.form["deadline"])
-        elif f.form_type == "additional_info_request" and isinstance(f.form.get("deadline"), str):
-            kind, due = "additional_info", _end_of_day(f.form["deadline"])
-            if f.id in answered:
-                continue
-        elif f.form_type == "provisional_arrest":
-            days = f.form.get("formal_request_due_days", 60)
-            kind, due = "formal_extradition_request", f.created_at + int(days) * MS_PER_DAY
-            if (f.sender, f.recipient, f.form.get("case_reference")) in formal:
-                continue
-        if due is None or due > now or f.case_id in closed_cases:
+        dated = legal_due(f.form_type, f.form, f.created_at)
+        if dated is None:
+            continue
+        kind, due = dated
+        if kind == "additional_info" and f.id in answered:
+            continue
+        if kind == "formal_extradition_request" and (
+            (f.sender, f.recipient, f.form.get("case_reference")) in formal
+        ):
+            continue
+        if due > now or f.case_id in closed_cases:
             continue
         box = "outbox" if f.direction == "out" else "inbox"
         peer = f.recipient if f.direction == "out" else f.sender
@@ -135,8 +123,21 @@ def legal_deadlines(forms: list[ops_repo.FormRow], now: int) -> list[LegalDeadli
     return out
 
 
-SETTLED_BY_CASE = frozenset({"execution_result", "return_with_reasons", "withdrawal"})
-_FORMS = (*ops_repo.DEADLINE_FORMS, *ops_repo.SETTLING_FORMS)
+SETTLED_BY_CASE = ("execution_result", "return_with_reasons", "withdrawal")
+
+
+async def deadline_forms(db: Reader, now: int) -> list[ops_repo.FormRow]:
+    """What :func:`legal_deadlines` needs at ``now``: the forms whose date has passed in cases
+    still open, and the extradition requests that may settle a provisional arrest among them
+    (matched by the form's ``case_reference``, which only :func:`legal_deadlines` reads)."""
+    passed = await ops_repo.open_passed_dates(
+        db, now, settled_by=SETTLED_BY_CASE, answered_by="supplement"
+    )
+    forms = list(passed)
+    arrests = {(f.sender, f.recipient) for f in passed if f.form_type == "provisional_arrest"}
+    for sender, recipient in sorted(arrests):
+        forms += await ops_repo.forms_between(db, "extradition_request", sender, recipient)
+    return forms
 
 
 # --- the monitor ------------------------------------------------------------------------------
@@ -167,10 +168,11 @@ class AlertMonitor:
     async def slow_facts(self) -> _Slow:
         async with self._slow_lock:  # concurrent scrapes share one refresh
             if time.monotonic() - self._slow.at >= SLOW_REFRESH_S:
-                forms = await ops_repo.forms_of_types(self.ctx.db, _FORMS)
+                now = self.ctx.clock()
+                forms = await deadline_forms(self.ctx.db, now)
                 self._slow = _Slow(
                     time.monotonic(),
-                    legal_deadlines(forms, self.ctx.clock()),
+                    legal_deadlines(forms, now),
                     await repo.undeliverable_by_peer(self.ctx.db),
                 )
         return self._slow

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from mla_node.errors import StorageError
 from mla_node.logs import REQUEST_ID
+from mla_node.protocol.legal_dates import legal_due
 from mla_node.protocol.merkle import leaf_hash
 from mla_node.storage.db import Database, Transaction
 
@@ -97,9 +98,10 @@ _MESSAGE_COLUMNS = (
 
 async def insert_message(tx: Transaction, m: MessageRow) -> bool:
     """Insert; False when a message with this id already exists (the caller decides why)."""
+    dated = legal_due(m.form_type, m.form, m.created_at)
     count = await tx.execute(
-        f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES "  # noqa: S608 (constant columns)
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        f"INSERT INTO messages ({_MESSAGE_COLUMNS}, legal_due_at) VALUES "  # noqa: S608
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         (
             m.id,
             m.direction,
@@ -119,6 +121,7 @@ async def insert_message(tx: Transaction, m: MessageRow) -> bool:
             m.replaces,
             m.purged_at,
             m.handling,
+            None if dated is None else dated[1],
         ),
     )
     if count == 1 and m.body is not None:
