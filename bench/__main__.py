@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import codec, e2e, ha, log_part, scale, transfer
+from bench import codec, e2e, ha, log_head, log_part, scale, transfer
 from bench.common import ROOT, load_average, load_label
 
 PARTS = ("codec", "e2e", "transfer", "log", "scale", "ha")
@@ -212,7 +212,9 @@ def _run_part(part: str, args: argparse.Namespace) -> tuple[dict[str, Any], str,
         result = ha.run(ha_settings, _progress)
         return result, ha.render(result), ha.ok(result)
     result = log_part.run(log_part.QUICK_ENTRIES if quick else log_part.FULL_ENTRIES)
-    return result, log_part.render(result), result["status"] == "ok"
+    head = log_head.run(log_head.QUICK_RECORDS if quick else log_head.FULL_RECORDS)
+    text = log_part.render(result) + "\n\n" + log_head.render(head)
+    return {**result, "checkpoint": head}, text, result["status"] == "ok" and head["same_answer"]
 
 
 def _write(path: Path, results: dict[str, Any]) -> None:

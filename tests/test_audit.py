@@ -11,6 +11,7 @@ import os
 import random
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +20,17 @@ from click.testing import CliRunner
 
 from mla_node import auditor
 from mla_node.cli import cli
-from mla_node.errors import LogProofInvalid
+from mla_node.errors import LogProofInvalid, StorageError
 from mla_node.identity import load_identity
 from mla_node.protocol.auditlog import LogReport
 from mla_node.protocol.checkpoint import verify_checkpoint
 from mla_node.protocol.directory import Directory, TrustRoot, verify_directory
 from mla_node.protocol.evidence import Event, sign_evidence
 from mla_node.protocol.keys import SigningKey
+from mla_node.protocol.merkle import leaf_hash
 from mla_node.service import audit_log
+from mla_node.storage import repo
+from mla_node.storage.db import Transaction, open_database
 from tests.service.memnet import memory_network, settle, submit
 
 TAMPERINGS = int(os.environ.get("MLA_TAMPERINGS", "1000"))
@@ -251,3 +255,39 @@ def test_random_tamperings_are_all_caught_and_named(
 
 def _now() -> int:
     return int(time.time() * 1000)
+
+
+async def test_the_log_is_read_a_page_at_a_time_and_a_removed_record_is_noticed(
+    tmp_path: Path,
+) -> None:
+    """The node goes through its log a page at a time (memory flat, however long it grows):
+    the pages join up to the log, an old row without a stored hash is hashed, and a row removed
+    under the node, in a page or at its end, is refused, not skipped."""
+    db = await open_database(tmp_path / "node.db")
+    try:
+        records = [f"record {i}".encode() for i in range(1, 8)]
+        for seq, record in enumerate(records, start=1):
+            await db.write(_evidence_row(seq, record, hashed=seq != 4))  # 4: before migration 3
+        pages = [p async for p in repo.log_leaf_hash_pages(db, 7, page=3)]
+        assert [len(p) for p in pages] == [3, 3, 1]
+        assert [h for p in pages for h in p] == [leaf_hash(r) for r in records]
+        assert await repo.log_leaf_hashes(db) == [leaf_hash(r) for r in records]
+        await db.write(lambda tx: tx.execute("DELETE FROM evidence WHERE seq IN (5, 7)"))
+        for page in (3, 4):  # the gap inside a page, and at the start of one
+            with pytest.raises(StorageError, match="no record with seq 5"):
+                [p async for p in repo.log_leaf_hash_pages(db, 7, page=page)]
+        await db.write(_evidence_row(5, records[4]))
+        with pytest.raises(StorageError, match="no record with seq 7"):  # at the end
+            [p async for p in repo.log_leaf_hash_pages(db, 7, page=3)]
+    finally:
+        await db.close()
+
+
+def _evidence_row(
+    seq: int, record: bytes, *, hashed: bool = True
+) -> Callable[[Transaction], Awaitable[int]]:
+    return lambda tx: tx.execute(
+        "INSERT INTO evidence (seq, message_id, case_id, event, record, sha256, at, leaf_hash)"
+        " VALUES (?, 'm', 'c', 'submitted', ?, ?, 0, ?)",
+        (seq, record, b"\0" * 32, leaf_hash(record) if hashed else None),
+    )

@@ -11,7 +11,8 @@ algorithm of §2.1.3.2 and §2.1.4.2, step by step. Pure: bytes in, bytes or a t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from mla_node.errors import LogProofInvalid
 
@@ -19,6 +20,7 @@ HASH_LEN = 32
 _LEAF = b"\x00"
 _NODE = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # MTH({}) = SHA-256 of the empty string
+T = TypeVar("T")
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -29,30 +31,31 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(_NODE + left + right).digest()
 
 
-class Tree:
-    """The tree over a list of leaf hashes, with every perfect subtree's hash kept.
+class Proofs:
+    """The RFC's roots and proofs over the perfect, aligned subtrees ``_perfect`` hands out.
 
-    ``levels[h][i]`` is the hash of the 2**h leaves from i * 2**h. In the RFC's tree every subtree
-    a proof needs is either such a perfect, aligned subtree (a lookup) or lies on the right edge,
-    so a root of any earlier size, an audit path or a consistency proof costs O(log² n) hashes.
+    ``_perfect(h, i)`` is the hash of the 2**h leaves from i * 2**h. In the RFC's tree every
+    subtree a proof needs is either such a perfect, aligned subtree (a lookup) or lies on the
+    right edge, so a root of any earlier size, an audit path or a consistency proof costs
+    O(log² n) hashes. :class:`Tree` keeps every such subtree; :class:`SparseTree` only those some
+    questions need, gathered in one pass over the leaves (:func:`answer`).
     """
 
-    def __init__(self, leaves: Sequence[bytes]) -> None:
-        self.levels: list[list[bytes]] = [list(leaves)]
-        while len(self.levels[-1]) > 1:
-            below = self.levels[-1]
-            self.levels.append(
-                [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
-            )
+    size: int
 
-    @property
-    def size(self) -> int:
-        return len(self.levels[0])
+    def _perfect(self, level: int, index: int) -> bytes:
+        raise NotImplementedError
+
+    def leaf(self, index: int) -> bytes:
+        """The hash of leaf ``index``."""
+        if not 0 <= index < self.size:
+            raise LogProofInvalid(f"leaf index {index} is outside a tree of size {self.size}")
+        return self._perfect(0, index)
 
     def _mth(self, lo: int, hi: int) -> bytes:
         n = hi - lo
         if n & (n - 1) == 0:  # a power of two: aligned in the RFC's tree, so already hashed
-            return self.levels[n.bit_length() - 1][lo // n]
+            return self._perfect(n.bit_length() - 1, lo // n)
         k = _split(n)
         return node_hash(self._mth(lo, lo + k), self._mth(lo + k, hi))
 
@@ -98,6 +101,102 @@ class Tree:
         if m <= k:
             return [*self._subproof(m, lo, lo + k, b), self._mth(lo + k, hi)]
         return [*self._subproof(m - k, lo + k, hi, False), self._mth(lo, lo + k)]
+
+
+class Tree(Proofs):
+    """The tree over a list of leaf hashes, with every perfect subtree's hash kept
+    (``levels[h][i]``): memory in proportion to the leaves, for a verifier that holds them all
+    anyway. A node answers from its log with :func:`answer` instead."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.levels: list[list[bytes]] = [list(leaves)]
+        while len(self.levels[-1]) > 1:
+            below = self.levels[-1]
+            self.levels.append(
+                [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+            )
+
+    @property
+    def size(self) -> int:  # type: ignore[override]
+        return len(self.levels[0])
+
+    def _perfect(self, level: int, index: int) -> bytes:
+        return self.levels[level][index]
+
+
+class SparseTree(Proofs):
+    """A tree of ``size`` leaves of which only the perfect subtrees in ``nodes`` are known."""
+
+    def __init__(self, size: int, nodes: Mapping[tuple[int, int], bytes]) -> None:
+        self.size = size
+        self._nodes = nodes
+
+    def _perfect(self, level: int, index: int) -> bytes:
+        return self._nodes[(level, index)]  # a KeyError: a question that was not planned
+
+
+class _Planner(Proofs):
+    """Answers with placeholders and notes which subtrees the answers took: the algorithms
+    look at positions only, never at hashes, so a real tree takes the very same ones."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.wanted: set[tuple[int, int]] = set()
+
+    def _perfect(self, level: int, index: int) -> bytes:
+        self.wanted.add((level, index))
+        return EMPTY_ROOT
+
+
+class SubtreeCollector:
+    """One pass over the leaf hashes, in order, a batch at a time (:meth:`add`), keeping the
+    perfect subtrees some questions need: memory O(log n) besides them, whatever n is."""
+
+    def __init__(self, size: int, wanted: set[tuple[int, int]]) -> None:
+        self.size = size
+        self._wanted = wanted
+        self._found: dict[tuple[int, int], bytes] = {}
+        self._edge: list[bytes] = []  # the perfect subtrees of the leaves so far, left to right
+        self._count = 0
+
+    def add(self, leaves: Sequence[bytes]) -> None:
+        wanted, found, edge = self._wanted, self._found, self._edge
+        if self._count + len(leaves) > self.size:
+            raise LogProofInvalid(f"more than {self.size} leaves")
+        for h in leaves:
+            index, level = self._count, 0
+            if (0, index) in wanted:
+                found[(0, index)] = h
+            while index & 1:  # the left sibling is complete: merge, as a binary counter carries
+                h = node_hash(edge.pop(), h)
+                index >>= 1
+                level += 1
+                if (level, index) in wanted:
+                    found[(level, index)] = h
+            edge.append(h)
+            self._count += 1
+
+    def tree(self) -> SparseTree:
+        if self._count != self.size:
+            raise LogProofInvalid(f"{self._count} leaves of a tree of {self.size}")
+        return SparseTree(self.size, self._found)
+
+
+def plan(size: int, ask: Callable[[Proofs], object]) -> set[tuple[int, int]]:
+    """The perfect subtrees ``ask`` needs of a tree of ``size`` leaves."""
+    planner = _Planner(size)
+    ask(planner)
+    return planner.wanted
+
+
+def answer(size: int, leaves: Iterable[Sequence[bytes]], ask: Callable[[Proofs], T]) -> T:
+    """``ask`` answered over the tree of the ``size`` leaf hashes ``leaves`` yields in batches,
+    keeping only what it needs (service/audit_log.py reads a node's log this way, a page at a
+    time)."""
+    collector = SubtreeCollector(size, plan(size, ask))
+    for batch in leaves:
+        collector.add(batch)
+    return ask(collector.tree())
 
 
 def _split(n: int) -> int:

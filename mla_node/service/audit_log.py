@@ -14,21 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from mla_node.errors import LogProofInvalid
 from mla_node.protocol.checkpoint import sign_checkpoint
-from mla_node.protocol.merkle import Tree
+from mla_node.protocol.merkle import Proofs, SubtreeCollector, plan
 from mla_node.protocol.witness import ConsistencyProof
 from mla_node.service.context import NodeContext
 from mla_node.storage import repo
 from mla_node.storage.db import Transaction
+from mla_node.storage.repo import Reader
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-async def log_tree(ctx: NodeContext) -> Tree:
-    """The tree over every committed evidence record, from one consistent read."""
-    return await asyncio.to_thread(Tree, await repo.log_leaf_hashes(ctx.db))
+async def over_log(db: Reader, size: int, ask: Callable[[Proofs], T]) -> T:
+    """``ask`` (roots, audit paths, consistency proofs) answered over the tree of the first
+    ``size`` records of the log. One pass over their leaf hashes, a page at a time, hashing on a
+    thread and keeping only the subtrees ``ask`` needs: memory stays flat however long the log
+    grows (a whole tree in memory took ~400 bytes a record, at every checkpoint)."""
+    collector = SubtreeCollector(size, plan(size, ask))
+    async for hashes in repo.log_leaf_hash_pages(db, size):
+        await asyncio.to_thread(collector.add, hashes)
+    return ask(collector.tree())
 
 
 async def checkpoint(ctx: NodeContext) -> bytes:
@@ -36,18 +46,24 @@ async def checkpoint(ctx: NodeContext) -> bytes:
 
     When the log has not grown since the newest checkpoint, that one is returned unchanged.
     """
-    # The newest checkpoint is read before the tree: another worker of the node (issue 9) may
-    # sign a bigger one meanwhile, and the tree read after it is then at least as big.
+    # The newest checkpoint is read before the log's size: another worker of the node (issue 9)
+    # may sign a bigger one meanwhile, and the size read after it is then at least as big.
     latest = await repo.latest_checkpoint(ctx.db)
-    tree = await log_tree(ctx)
-    size, root = tree.size, tree.root()
+    size = await repo.log_size(ctx.db)
+    if latest is not None and latest.size > size:
+        raise LogProofInvalid(
+            f"the evidence log is not an extension of its checkpoint of size {latest.size}"
+        )
+    root, latest_root = await over_log(
+        ctx.db, size, lambda t: (t.root(), t.root(latest.size) if latest else None)
+    )
     stored = await repo.checkpoint_at(ctx.db, size)
     if stored is not None:
         if stored.root != root:
             raise LogProofInvalid(f"the stored checkpoint of size {size} has another root")
         ctx.heads.adopt(stored.checkpoint, size)
         return stored.checkpoint
-    if latest is not None and (latest.size > size or tree.root(latest.size) != latest.root):
+    if latest is not None and latest_root != latest.root:
         raise LogProofInvalid(
             f"the evidence log is not an extension of its checkpoint of size {latest.size}"
         )
@@ -70,12 +86,12 @@ async def checkpoint(ctx: NodeContext) -> bytes:
 
 async def inclusion_proof(ctx: NodeContext, seq: int, size: int) -> list[bytes]:
     """The audit path of the record with ``seq`` in the tree of the first ``size`` records."""
-    return (await log_tree(ctx)).inclusion_proof(seq - 1, size)
+    return await over_log(ctx.db, size, lambda t: t.inclusion_proof(seq - 1))
 
 
 async def consistency_proof(ctx: NodeContext, old_size: int, size: int) -> list[bytes]:
     """Proof that the log of ``old_size`` records is a prefix of the log of ``size``."""
-    return (await log_tree(ctx)).consistency_proof(old_size, size)
+    return await over_log(ctx.db, size, lambda t: t.consistency_proof(old_size))
 
 
 async def consistency_from(ctx: NodeContext, old_size: int) -> ConsistencyProof | None:

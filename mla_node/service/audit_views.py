@@ -74,36 +74,42 @@ async def log_page(ctx: NodeContext, *, after: int, limit: int) -> dict[str, Any
 async def inclusion(ctx: NodeContext, *, seq: int, size: int | None) -> dict[str, Any]:
     """The audit path of record ``seq`` in the tree of the first ``size`` records (by default
     the newest checkpoint's), with that tree's root."""
-    tree = await audit_log.log_tree(ctx)
+    log_size = await repo.log_size(ctx.db)
     if size is None:
         head = await repo.latest_checkpoint(ctx.db)
-        size = head.size if head is not None else tree.size
-    if not 1 <= size <= tree.size:
-        raise InvalidParameter(f"size must be 1 to {tree.size}, the log's size", field="size")
+        size = head.size if head is not None else log_size
+    if not 1 <= size <= log_size:
+        raise InvalidParameter(f"size must be 1 to {log_size}, the log's size", field="size")
     if not 1 <= seq <= size:
         raise InvalidParameter(f"seq must be 1 to size ({size})", field="seq")
+    leaf, root, proof = await audit_log.over_log(
+        ctx.db, size, lambda t: (t.leaf(seq - 1), t.root(), t.inclusion_proof(seq - 1))
+    )
     return {
         "seq": seq,
         "size": size,
-        "leaf_hash": tree.levels[0][seq - 1].hex(),
-        "root": tree.root(size).hex(),
-        "proof": [h.hex() for h in tree.inclusion_proof(seq - 1, size)],
+        "leaf_hash": leaf.hex(),
+        "root": root.hex(),
+        "proof": [h.hex() for h in proof],
     }
 
 
 async def consistency(ctx: NodeContext, *, old_size: int, size: int) -> dict[str, Any]:
     """Proof that the first ``old_size`` records are a prefix of the first ``size``."""
-    tree = await audit_log.log_tree(ctx)
-    if not 1 <= size <= tree.size:
-        raise InvalidParameter(f"to must be 1 to {tree.size}, the log's size", field="to")
+    log_size = await repo.log_size(ctx.db)
+    if not 1 <= size <= log_size:
+        raise InvalidParameter(f"to must be 1 to {log_size}, the log's size", field="to")
     if not 1 <= old_size <= size:
         raise InvalidParameter(f"from must be 1 to `to` ({size})", field="from")
+    old_root, root, proof = await audit_log.over_log(
+        ctx.db, size, lambda t: (t.root(old_size), t.root(), t.consistency_proof(old_size))
+    )
     return {
         "from": old_size,
         "to": size,
-        "from_root": tree.root(old_size).hex(),
-        "to_root": tree.root(size).hex(),
-        "proof": [h.hex() for h in tree.consistency_proof(old_size, size)],
+        "from_root": old_root.hex(),
+        "to_root": root.hex(),
+        "proof": [h.hex() for h in proof],
     }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from mla_node.errors import InvalidStateForAction, LogProofInvalid, NotFound
 from mla_node.protocol.bundle import BundleMessage, BundleRecord, encode_bundle
 from mla_node.protocol.checkpoint import peek_head
-from mla_node.protocol.merkle import Tree
+from mla_node.service.audit_log import over_log
 from mla_node.storage import repo
 
 
@@ -47,18 +47,18 @@ async def build_bundle(
     if directory is None:
         raise InvalidStateForAction("the node has not accepted a directory yet")
     # Read after the head: the log only grows, so everything the head covers is here.
-    hashes = await repo.log_leaf_hashes(db)
-    if len(hashes) < head.size:
-        raise LogProofInvalid(f"the log has {len(hashes)} records, its checkpoint {head.size}")
-    tree = Tree(hashes[: head.size])
-    if tree.root() != head.root:
-        raise LogProofInvalid(f"the log is not the one its checkpoint of size {head.size} signed")
-
+    if (size := await repo.log_size(db)) < head.size:
+        raise LogProofInvalid(f"the log has {size} records, its checkpoint {head.size}")
     all_records = await repo.case_evidence(db, case_id)
     covered = [(seq, mid, record) for seq, mid, record in all_records if seq <= head.size]
+    root, paths = await over_log(
+        db, head.size, lambda t: (t.root(), [t.inclusion_proof(seq - 1) for seq, _, _ in covered])
+    )
+    if root != head.root:
+        raise LogProofInvalid(f"the log is not the one its checkpoint of size {head.size} signed")
     records = [
-        BundleRecord(seq, record, tree.inclusion_proof(seq - 1, head.size))
-        for seq, _, record in covered
+        BundleRecord(seq, record, path)
+        for (seq, _, record), path in zip(covered, paths, strict=True)
     ]
     mentioned = {mid for _, mid, _ in covered}
     messages: list[BundleMessage] = []

@@ -236,7 +236,7 @@ async def render(ctx: NodeContext, counters: DeliveryMetrics, monitor: AlertMoni
     out.gauge(
         "mla_evidence_log_records",
         "Records in the node's evidence log.",
-        [((), await ops_repo.log_size(ctx.db))],
+        [((), await repo.log_size(ctx.db))],
     )
     if latest is not None:
         out.gauge(

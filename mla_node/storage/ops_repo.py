@@ -102,12 +102,6 @@ async def split_view_counts(db: Reader) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
-async def log_size(db: Reader) -> int:
-    """Records in the evidence log: its largest seq (seqs run without gaps from 1)."""
-    row = await db.fetchone("SELECT MAX(seq) FROM evidence")
-    return int(row[0]) if row and row[0] is not None else 0
-
-
 async def message_count(db: Reader) -> int:
     row = await db.fetchone("SELECT COUNT(*) FROM messages")
     return int(row[0]) if row else 0

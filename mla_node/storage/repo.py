@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -472,20 +472,38 @@ async def has_evidence(db: Reader, message_id: str, event: str) -> bool:
 # --- the transparency log (issue 4) ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LogLeaf:
-    seq: int
-    leaf_hash: bytes | None  # None for rows older than migration 0003
-    record: bytes | None  # only read where leaf_hash is None
+LOG_PAGE = 20_000  # leaf hashes per read when the whole log is gone through (~1 MB)
 
 
-async def log_leaves(db: Reader) -> list[LogLeaf]:
-    """Every leaf of the log in order, from one read (a consistent snapshot)."""
-    rows = await db.fetchall(
-        "SELECT seq, leaf_hash, CASE WHEN leaf_hash IS NULL THEN record END FROM evidence "
-        "ORDER BY seq"
-    )
-    return [LogLeaf(r[0], r[1], r[2]) for r in rows]
+async def log_size(db: Reader) -> int:
+    """Records in the evidence log: its largest seq (seqs run without gaps from 1)."""
+    row = await db.fetchone("SELECT MAX(seq) FROM evidence")
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+async def log_leaf_hash_pages(
+    db: Reader, size: int, page: int = LOG_PAGE
+) -> AsyncIterator[list[bytes]]:
+    """The leaf hashes of the first ``size`` records of the log, in order, a page at a time.
+    A record never changes once written, so the pages need not come from one read; a seq
+    missing below ``size`` (a row removed under the node) raises StorageError."""
+    done = 0
+    while done < size:
+        rows = await db.fetchall(
+            "SELECT seq, leaf_hash, CASE WHEN leaf_hash IS NULL THEN record END FROM evidence "
+            "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (done, size, page),
+        )
+        hashes: list[bytes] = []
+        for seq, stored_hash, record in rows:
+            if seq != done + 1:
+                break
+            done = seq
+            # rows older than migration 0003 have no stored hash: hashed here
+            hashes.append(stored_hash if stored_hash is not None else leaf_hash(record))
+        if len(hashes) < len(rows) or not rows:  # append-only: a gap means a row was removed
+            raise StorageError(f"the evidence log has no record with seq {done + 1}")
+        yield hashes
 
 
 async def log_records(db: Reader, *, after: int, limit: int) -> list[tuple[int, bytes]]:
@@ -502,17 +520,9 @@ async def list_checkpoints(db: Reader) -> list[CheckpointRow]:
 
 
 async def log_leaf_hashes(db: Reader) -> list[bytes]:
-    """The leaf hash of every record of the log, in order, from one read."""
-    hashes: list[bytes] = []
-    for i, leaf in enumerate(await log_leaves(db)):
-        if leaf.seq != i + 1:  # evidence is append-only: a gap means a row was removed
-            raise StorageError(f"the evidence log has no record with seq {i + 1}")
-        if leaf.leaf_hash is not None:
-            hashes.append(leaf.leaf_hash)
-        else:
-            assert leaf.record is not None
-            hashes.append(leaf_hash(leaf.record))
-    return hashes
+    """The leaf hash of every record of the log, in order (all in memory: for the tools that
+    hold the whole log anyway; the node goes through it a page at a time)."""
+    return [h async for hashes in log_leaf_hash_pages(db, await log_size(db)) for h in hashes]
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,44 @@ def test_roots_and_proofs_match_the_oracle(n: int) -> None:
         verify_consistency(m, n, naive_mth(d[:m]), t.root(), proof)
 
 
+@pytest.mark.parametrize("n", range(1, 65))
+def test_a_sparse_tree_answers_as_the_oracle_from_one_pass_over_the_leaves(n: int) -> None:
+    """What a node asks of its log (roots of two sizes, an audit path, a consistency proof),
+    answered from the few subtrees one pass kept, with the leaves fed in uneven batches."""
+    d = data(n)
+    hashes = [leaf_hash(x) for x in d]
+    batches = [hashes[i : i + 7] for i in range(0, n, 7)]
+    for size in range(1, n + 1):
+        for m in sorted({0, size // 2, size - 1}):
+
+            def ask(t: merkle.Proofs, m: int = m, size: int = size) -> object:
+                return (
+                    t.root(),
+                    t.root(size),
+                    t.leaf(m),
+                    t.inclusion_proof(m, size),
+                    t.consistency_proof(m + 1, size) if m + 1 <= size else None,
+                )
+
+            kept = merkle.plan(n, ask)
+            assert len(kept) <= 4 * n.bit_length() ** 2  # O(log² n), not O(n)
+            assert merkle.answer(n, batches, ask) == (
+                naive_mth(d),
+                naive_mth(d[:size]),
+                hashes[m],
+                naive_path(m, d[:size]),
+                naive_subproof(m + 1, d[:size], True) if m + 1 < size else [],
+            )
+
+
+def test_a_sparse_tree_refuses_the_wrong_number_of_leaves() -> None:
+    hashes = [leaf_hash(x) for x in data(5)]
+    with pytest.raises(LogProofInvalid):
+        merkle.answer(4, [hashes], lambda t: t.root())
+    with pytest.raises(LogProofInvalid):
+        merkle.answer(6, [hashes], lambda t: t.root())
+
+
 def test_trivial_consistency() -> None:
     t = tree(5)
     verify_consistency(0, 5, merkle.EMPTY_ROOT, t.root(), [])
