@@ -52,6 +52,7 @@ from mla_node import authority, pki
 from mla_node.errors import ConfigError, NotFound, TrustError
 from mla_node.protocol.directory import Directory, TrustRoot, verify_directory
 from mla_node.service.trust import DEFAULT_ALERT_FRACTION, StaleAlarm, Staleness, staleness
+from mla_node.transport.listening import close_servers
 from mla_node.transport.problems import problem_middleware
 
 __all__ = [
@@ -232,7 +233,7 @@ class DirectoryServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._runner is not None:
-            await self._runner.cleanup()
+            await close_servers([self._runner])
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._clock() / 1000, dt.UTC)

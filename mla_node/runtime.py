@@ -13,7 +13,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from mla_node.storage import ops_repo
 from mla_node.storage.db import SQLITE_MIGRATIONS, open_database
 from mla_node.storage.node_lock import NodeLock
 from mla_node.transport.http import HttpTransport, make_peer_app
+from mla_node.transport.listening import close_servers
 
 log = logging.getLogger(__name__)
 
@@ -52,32 +53,6 @@ HTTP_SHUTDOWN_S = 2.0  # longest wait for HTTP handlers still running when the s
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-async def close_servers(runners: Sequence[web.AppRunner]) -> None:
-    """Close HTTP servers (``runner.cleanup()``, last started first), leaving no connection open.
-
-    asyncio accepts a connection in the listening socket's callback but attaches its transport
-    to the server in a task, one loop iteration later. ``Server.close()`` in between makes that
-    task fail on an assertion (``Server._attach``, CPython gh-109564), and the accepted socket is
-    left open with no owner: its client waits until it gives up, and the socket is only closed
-    when garbage collection finds it (an unclosed-transport ``ResourceWarning``). So the listening
-    sockets stop accepting first, the connections already accepted are attached and their
-    handlers started (an iteration each: attach, ``connection_made``, the handler's first step),
-    and only then do the servers close: those connections are theirs by then, idle, and closed
-    with the others at once (a handler closed before its first step would wait for a request
-    until the shutdown timeout)."""
-    loop = asyncio.get_running_loop()
-    for runner in runners:
-        for site in runner.sites:
-            server = site._server  # the asyncio server (aiohttp's runner.addresses reads it too)
-            if isinstance(server, asyncio.Server):
-                for sock in server.sockets:
-                    loop.remove_reader(sock.fileno())
-    for _ in range(3):  # each sleep(0) runs after all that was scheduled before it
-        await asyncio.sleep(0)
-    for runner in reversed(runners):
-        await runner.cleanup()
 
 
 @dataclass

@@ -13,7 +13,8 @@ from aiohttp import web
 
 from mla_node.errors import ConfigError
 from mla_node.localnet import create_network
-from mla_node.runtime import NodeRuntime, close_servers
+from mla_node.runtime import NodeRuntime
+from mla_node.transport.listening import close_servers
 from tests.netkit import bound_socket
 
 
