@@ -45,6 +45,7 @@ from mla_node.runtime import NodeRuntime
 from mla_node.service.tokens import create_token
 from mla_node.service.trust import ALERT_REPEAT_MS, StaleAlarm, Staleness
 from mla_node.storage import repo
+from mla_node.transport.listening import close_servers
 from tests.netkit import RunningNode, bound_socket, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -156,7 +157,8 @@ async def test_a_node_applies_a_newly_published_directory_without_restart(tmp_pa
         stored = await repo.accepted_directory(ar.runtime.ctx.db)
         assert stored is not None and stored[0] == before + 1
         served = (net.authority_dir / authority.DIRECTORY_FILE).read_bytes()
-        assert ar.local.config.directory_path.read_bytes() == served
+        # The file is written on a thread after the adoption the wait above saw.
+        await until(lambda: ar.local.config.directory_path.read_bytes() == served)
 
         # A change that matters: BR leaves the network, and AR stops sending to it at once.
         authority.remove_node(net.authority_dir, "BR", now=now())
@@ -246,7 +248,9 @@ async def test_a_rolled_back_directory_from_the_url_is_refused(
         old = served.read_bytes()
         authority.publish(net.authority_dir, now=now())
         newer = net.version("AR") + 1
-        await until(lambda: net.version("AR") == newer)
+        # Every node first holds the newer one (a node still on the old one would see nothing
+        # to refuse in it).
+        await until(lambda: all(net.version(state) == newer for state in net.nodes))
 
         pki.write_public_file(served, old)  # an old backup restored on the authority's side
         trust = ar.runtime.ctx.trust
@@ -299,7 +303,7 @@ async def hostile_service(authority_dir: Path, answer: web.Response) -> AsyncIte
     try:
         yield f"https://127.0.0.1:{port}{DIRECTORY_PATH}"
     finally:
-        await runner.cleanup()
+        await close_servers([runner])
 
 
 async def test_a_badly_signed_directory_from_the_url_is_refused(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from mla_node.protocol.directory import NodeEntry, TrustRoot, verify_directory
 from mla_node.transport.base import EndpointChooser
 from mla_node.transport.blobs import Read, add_blob_routes
 from mla_node.transport.http import ENVELOPE_PATH, RECEIPT_TYPE, HttpTransport
+from mla_node.transport.listening import close_servers
 from mla_node.transport.problems import PROBLEM_JSON, Handler
 
 COOL_DOWN_S = 0.3
@@ -101,7 +102,7 @@ class Worker:
 
     async def stop(self) -> None:
         if self.runner is not None:
-            await self.runner.cleanup()
+            await close_servers([self.runner])
             self.runner = None
 
 

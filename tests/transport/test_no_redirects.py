@@ -33,6 +33,7 @@ from mla_node.transport.http import (
     HttpTransport,
     pinned_client_context,
 )
+from mla_node.transport.listening import close_servers
 from tests.netkit import bound_socket
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -72,7 +73,7 @@ async def serving(
     try:
         yield f"{'https' if tls else 'http'}://{host}:{port}"
     finally:
-        await runner.cleanup()
+        await close_servers([runner])
 
 
 @dataclass

@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mla_node import pki
 from mla_node.errors import ConfigError, KeyFileError
+from mla_node.transport.listening import close_servers
 
 TIMEOUT = aiohttp.ClientTimeout(total=15)
 
@@ -156,7 +157,7 @@ async def serve(ssl_context: ssl.SSLContext) -> AsyncIterator[Server]:
         server.url = f"https://{host}:{port}/whoami"
         yield server
     finally:
-        await runner.cleanup()
+        await close_servers([runner])
         loop.set_exception_handler(previous_handler)
         loop.set_debug(previous_debug)
 

@@ -3,9 +3,7 @@ HTTP client (cookie jar, CSRF token read from the page)."""
 
 from __future__ import annotations
 
-import gc
 import re
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,13 +22,6 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 async def net(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Network]:
     async with running_network(tmp_path_factory.mktemp("ui"), ("AR", "BR")) as network:
         yield network
-    # Known open item (docs/ui.md): now and then a keep-alive socket of this module's clients
-    # (Chromium's or aiohttp's) is collected unclosed after the nodes stopped, and its
-    # ResourceWarning surfaced in whichever test ran next. Collected here, inside this module,
-    # so it cannot fail an unrelated test; the nodes themselves are stopped and checked above.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 @dataclass
