@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mla_node.transport.listening import stop_accepting
+from mla_node.transport.listening import close_listening
 
 MAX_DELAY_S = 10.0
 MIN_BYTES_PER_S = 1024
@@ -178,8 +178,7 @@ class FaultProxy:
 
     async def close(self) -> None:
         if self._server is not None:
-            await stop_accepting([self._server])  # else one accepted now is left ownerless
-            self._server.close()
+            await close_listening([self._server])  # else one accepted now is left ownerless
         for conn in list(self._conns):
             self._end(conn, "")
         tasks = list(self._tasks)

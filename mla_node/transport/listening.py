@@ -21,7 +21,7 @@ from aiohttp import web
 _ACCEPT_STEPS = 3  # loop iterations from an accepted socket to its handler's first step
 
 
-async def stop_accepting(servers: Iterable[asyncio.AbstractServer]) -> None:
+async def _stop_accepting(servers: Iterable[asyncio.AbstractServer]) -> None:
     """Stop ``servers`` accepting and let what they accepted reach its handler; the caller
     closes them next."""
     loop = asyncio.get_running_loop()
@@ -37,8 +37,16 @@ async def close_servers(runners: Sequence[web.AppRunner]) -> None:
     """Close aiohttp servers (``runner.cleanup()``, last started first), leaving no connection
     open."""
     # the asyncio server behind each site (aiohttp's runner.addresses reads it the same way)
-    await stop_accepting(
+    await _stop_accepting(
         site._server for runner in runners for site in runner.sites if site._server is not None
     )
     for runner in reversed(runners):
         await runner.cleanup()
+
+
+async def close_listening(servers: Sequence[asyncio.AbstractServer]) -> None:
+    """Close plain asyncio servers the same way; the connections they accepted stay with their
+    handlers, which the caller ends (``Server.close()`` leaves them open)."""
+    await _stop_accepting(servers)
+    for server in servers:
+        server.close()

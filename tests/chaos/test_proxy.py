@@ -24,7 +24,7 @@ from chaos.proxy import (
     heal,
     partition,
 )
-from mla_node.transport.listening import stop_accepting
+from mla_node.transport.listening import close_listening
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -60,8 +60,7 @@ async def proxied(seed: int = 0) -> AsyncIterator[tuple[Echo, FaultProxy]]:
         yield echo, proxy
     finally:
         await proxy.close()
-        await stop_accepting([server])
-        server.close()
+        await close_listening([server])
 
 
 async def connect(
