@@ -27,6 +27,11 @@ concurrency 16 (121 against 179 requests/s with a 10 ms pause, same run). The pr
 resolution: a completion is seen up to one poll period late (``poll_ms`` in the results). At the
 end of every level the API must list nothing ``rejected`` or ``undeliverable``.
 
+**Batches, on and off.** A second pair of nodes, configured with ``delivery.batch_max = 1``, sends
+each envelope in its own exchange (as every node did before batches, docs/protocol.md §5.2); it
+runs the same closed loop, level by level beside the first, so the batches' effect is a ratio
+measured in one run.
+
 **Ceiling.** ``bench/echo_server.py`` in another process answers the same bytes with a 201; the
 same closed loop drives it at the same concurrency, alternating with the nodes level by level so
 both see the same machine.
@@ -54,7 +59,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import ROOT, load_average, load_label, percentiles_ms, table
-from mla_node.localnet import Manifest
+from mla_node.localnet import Manifest, init_network
 from mla_node.protocol import forms
 from mla_node.supervisor import network_down, network_up
 
@@ -271,6 +276,23 @@ async def _not_delivered(http: aiohttp.ClientSession, clerk_url: str, token: str
     return count
 
 
+_DELIVERY_COUNTERS = ("mla_delivery_attempts_total", "mla_delivery_exchanges_total")
+
+
+async def _delivery_counts(http: aiohttp.ClientSession, clerk_url: str, token: str) -> list[float]:
+    """The sender's delivery attempts and the exchanges that carried them, from its /metrics."""
+    async with http.get(
+        f"{clerk_url}/metrics", headers={"Authorization": f"Bearer {token}"}
+    ) as resp:
+        text = await resp.text()
+    values = dict.fromkeys(_DELIVERY_COUNTERS, 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(f'{{peer="{RECIPIENT}"}} ')
+        if name in values:
+            values[name] = float(value)
+    return list(values.values())
+
+
 # --- processes -----------------------------------------------------------------------------------
 
 
@@ -341,30 +363,42 @@ def _cpu_ms_per_op(
 # --- the part ------------------------------------------------------------------------------------
 
 
+E2E, SINGLES = "mla_node e2e", "mla_node, 1/exchange"
+
+
 async def _levels(
-    manifest: Manifest,
+    networks: dict[str, Manifest],
     echo: tuple[str, int],
     settings: E2ESettings,
     progress: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    node = manifest.nodes[SENDER]
+    """``networks``: side name -> the pair of nodes measured under it."""
     body = submission_body()
     connector = aiohttp.TCPConnector(limit=max(settings.levels) + 8)
     rows = []
     async with aiohttp.ClientSession(connector=connector) as http:
-        watcher = Watcher(Path(node.database))
-        submit = submit_op(http, node.clerk_url, node.token, body, watcher)
         echo_url, echo_pid = echo
-        sides: list[tuple[str, Op, dict[str, int | None]]] = [
-            ("plain aiohttp", post_op(http, echo_url, body), {"server": echo_pid}),
-            ("mla_node e2e", submit, {s: n.pid for s, n in manifest.nodes.items()}),
+        sides: list[tuple[str, Op, dict[str, int | None], Manifest | None, Watcher | None]] = [
+            ("plain aiohttp", post_op(http, echo_url, body), {"server": echo_pid}, None, None)
         ]
+        for name, pair in networks.items():
+            clerk_side = pair.nodes[SENDER]
+            reader = Watcher(Path(clerk_side.database))
+            submit = submit_op(http, clerk_side.clerk_url, clerk_side.token, body, reader)
+            pids = {s: n.pid for s, n in pair.nodes.items()}
+            sides.append((name, submit, pids, pair, reader))
         for concurrency in settings.levels:
-            for side, op, servers in sides:
+            for side, op, servers, manifest, watcher in sides:
                 load_before = load_average()
+                sender = manifest.nodes[SENDER] if manifest else None
+                counts_before = (
+                    await _delivery_counts(http, sender.clerk_url, sender.auditor_token)
+                    if sender
+                    else None
+                )
                 cpu_before = {name: cpu_seconds_of(pid) for name, pid in servers.items()}
                 stop = asyncio.Event()
-                polling = asyncio.create_task(watcher.run(stop)) if op is submit else None
+                polling = asyncio.create_task(watcher.run(stop)) if watcher else None
                 try:
                     loop = await closed_loop(
                         op,
@@ -379,24 +413,48 @@ async def _levels(
                         await polling
                 row = {"side": side, "concurrency": concurrency, **loop.summary()}
                 row["cpu_ms_per_req"] = _cpu_ms_per_op(servers, cpu_before, loop.operations)
-                if op is submit:
+                if watcher is not None and sender is not None and counts_before is not None:
                     row["poll_ms"] = watcher.period_ms()
-                    row["not_delivered"] = await _not_delivered(http, node.clerk_url, node.token)
+                    row["not_delivered"] = await _not_delivered(
+                        http, sender.clerk_url, sender.token
+                    )
+                    after = await _delivery_counts(http, sender.clerk_url, sender.auditor_token)
+                    attempts, exchanges = (a - b for a, b in zip(after, counts_before, strict=True))
+                    row["envelopes_per_exchange"] = (
+                        round(attempts / exchanges, 2) if exchanges else None
+                    )
                 row["load_before"], row["load_after"] = load_before, load_average()
                 rows.append(row)
-                progress(f"  e2e c={concurrency:<3} {side:<14} {row['per_s']:>9,.1f}/s")
+                progress(f"  e2e c={concurrency:<3} {side:<20} {row['per_s']:>9,.1f}/s")
     return rows
+
+
+def _one_per_exchange(folder: Path) -> None:
+    """Make the network in ``folder`` (not started yet) send each envelope alone."""
+    for config in (folder / "nodes").glob("*/config.toml"):
+        text = config.read_text(encoding="utf-8")
+        singles = text.replace("\nbatch_max = 16\n", "\nbatch_max = 1\n")
+        if singles == text:
+            raise RuntimeError(f"{config} sets no batch_max = 16 to change")
+        config.write_text(singles, encoding="utf-8")
 
 
 def run(settings: E2ESettings, progress: Callable[[str], None] = print) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mla-bench-") as tmp, echo_server() as echo:
-        folder = Path(tmp) / "network"
+        folder, singles_folder = Path(tmp) / "network", Path(tmp) / "network-singles"
         started = time.perf_counter()
         manifest, procs = network_up(folder, [SENDER, RECIPIENT])
         startup_s = time.perf_counter() - started
         try:
-            rows = asyncio.run(_levels(manifest, echo, settings, progress))
-            peak = {s: peak_rss_of(n.pid) for s, n in manifest.nodes.items()}
+            init_network(singles_folder, [SENDER, RECIPIENT], now=dt.datetime.now(dt.UTC))
+            _one_per_exchange(singles_folder)
+            singles, singles_procs = network_up(singles_folder, [SENDER, RECIPIENT])
+            try:
+                networks = {E2E: manifest, SINGLES: singles}
+                rows = asyncio.run(_levels(networks, echo, settings, progress))
+                peak = {s: peak_rss_of(n.pid) for s, n in manifest.nodes.items()}
+            finally:
+                network_down(singles_folder, procs=singles_procs)
         finally:
             network_down(folder, procs=procs)
     return {
@@ -408,6 +466,7 @@ def run(settings: E2ESettings, progress: Callable[[str], None] = print) -> dict[
             "body_bytes": len(submission_body()),
             "body": "the mla_request example (forms.example, deadline a year ahead), JSON, to BR",
             "nodes": "two mla-node processes (supervisor), SQLite WAL synchronous=FULL, mTLS",
+            "singles": f"'{SINGLES}': a second pair with delivery.batch_max = 1",
             "completion": "the sender's verified receipt, read from its database (read-only)",
         },
         "network_up_s": round(startup_s, 2),
@@ -422,14 +481,21 @@ def _ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (side, concurrency), row in by.items():
         plain = by.get(("plain aiohttp", concurrency))
-        if side != "mla_node e2e" or plain is None or not plain["per_s"]:
+        if side != E2E or plain is None or not plain["per_s"]:
             continue
+        singles = by.get((SINGLES, concurrency))
         out.append(
             {
                 "concurrency": concurrency,
                 "e2e_per_s": row["per_s"],
                 "plain_per_s": plain["per_s"],
                 "share_of_plain": round(row["per_s"] / plain["per_s"], 3),
+                "singles_per_s": singles["per_s"] if singles else None,
+                "over_singles": (
+                    round(row["per_s"] / singles["per_s"], 3)
+                    if singles and singles["per_s"]
+                    else None
+                ),
             }
         )
     return out
@@ -441,7 +507,7 @@ def _cpu_label(cpu: dict[str, float | None]) -> str:
 
 def render(result: dict[str, Any]) -> str:
     header = ["side", "c", "req/s", "p50 ms", "p95 ms", "p99 ms", "done", "errors", "poll ms"]
-    header += ["server CPU ms/req", "load"]
+    header += ["env/exch", "server CPU ms/req", "load"]
     lines = [
         [
             r["side"],
@@ -453,13 +519,21 @@ def render(result: dict[str, Any]) -> str:
             r["completed"],
             r["errors"] + r.get("not_delivered", 0),
             r.get("poll_ms"),
+            r.get("envelopes_per_exchange"),
             _cpu_label(r["cpu_ms_per_req"]),
             load_label(r["load_before"]),
         ]
         for r in result["rows"]
     ]
     ratio_lines = [
-        [q["concurrency"], q["e2e_per_s"], q["plain_per_s"], f"{q['share_of_plain']:.1%}"]
+        [
+            q["concurrency"],
+            q["e2e_per_s"],
+            q["plain_per_s"],
+            f"{q['share_of_plain']:.1%}",
+            q.get("singles_per_s"),
+            f"{q['over_singles']:.2f}x" if q.get("over_singles") else "-",
+        ]
         for q in result["ratios"]
     ]
     s = result["settings"]
@@ -468,12 +542,23 @@ def render(result: dict[str, Any]) -> str:
         f"body: {s['body_bytes']:,} bytes ({s['body']}); plain aiohttp POSTs the same bytes",
         f"completion: {s['completion']} (poll ms: mean time between reads, the resolution)",
         f"nodes: {s['nodes']}; peak RSS {peak}; network up in {result['network_up_s']} s",
+        f"batches off: {s.get('singles', '-')}",
     ]
     return "\n".join(
         [
             table(header, lines),
             *notes,
             "",
-            table(["c", "e2e req/s", "plain req/s", "e2e / plain"], ratio_lines),
+            table(
+                [
+                    "c",
+                    "e2e req/s",
+                    "plain req/s",
+                    "e2e / plain",
+                    "1/exchange req/s",
+                    "e2e / 1/exch",
+                ],
+                ratio_lines,
+            ),
         ]
     )

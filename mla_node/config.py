@@ -167,6 +167,13 @@ class DeliverySection(_Section):
     max_in_flight: int = Field(
         16, ge=1, le=256, description="Envelopes sent to one peer at the same time."
     )
+    batch_max: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description="Most envelopes sent to one peer in one HTTP exchange, when several are due "
+        "at once (1: each in its own).",
+    )
     max_age_s: int = Field(
         7 * 24 * 3600,
         ge=60,

@@ -13,7 +13,8 @@ accepts (HTTP 200) fails the run.
 No case leaves a message at the peer: none is a valid envelope, so each is refused before
 anything is stored, and each has a fresh message id. The peer's log shows one refusal per case
 (``envelope ... refused: <code>``), and ``mla-node doctor``'s probe as one
-``envelope_undecryptable``.
+``envelope_undecryptable``. Then the cases that fit go once more in one batch (docs/protocol.md
+§5.2), where each must be refused exactly as when it came alone.
 
 Codes assume the peer runs with the default limits (``delivery.max_age_s`` below a year,
 ``delivery.max_future_skew_s`` below a day).
@@ -26,7 +27,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -38,7 +39,8 @@ from mla_node.protocol.directory import OAS_STATES, Directory, NodeEntry
 from mla_node.protocol.envelope import MAX_ENVELOPE, PROTOCOL_VERSION, pad, read_header
 from mla_node.protocol.keys import SigningKey, Suite, choose_suite, generate_signing_key, hpke_seal
 from mla_node.protocol.receipts import REJECTED, verify_receipt
-from mla_node.transport.base import Transport
+from mla_node.transport.base import BatchAnswer, BatchTransport, Outgoing, Transport
+from mla_node.transport.batches import ENTRY_OVERHEAD, MAX_BATCH
 
 DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS
@@ -350,10 +352,40 @@ async def run_case(
 ) -> Outcome:
     started = time.perf_counter()
     try:
-        answer = await transport.send(peer, case.data)
+        answer: BatchAnswer = await transport.send(peer, case.data)
     except DeliveryError as exc:
-        return Outcome(case, False, "no answer", exc.detail, _ms(started))
+        answer = exc
+    return _judge(case, peer, directory, answer, _ms(started))
+
+
+async def run_batch(
+    transport: BatchTransport, peer: NodeEntry, directory: Directory, cases: list[Case]
+) -> list[Outcome]:
+    """The cases that fit in one batch (docs/protocol.md §5.2), sent in one: each envelope of a
+    batch must be refused exactly as when it comes alone. Their names end in "(batch)"."""
+    fitting: list[Case] = []
+    size = 0
+    for case in cases:
+        if len(fitting) < MAX_BATCH and size + len(case.data) + ENTRY_OVERHEAD <= MAX_ENVELOPE:
+            fitting.append(replace(case, name=f"{case.name} (batch)"))
+            size += len(case.data) + ENTRY_OVERHEAD
+    started = time.perf_counter()
+    try:
+        answers = await transport.send_batch(peer, [Outgoing(c.data) for c in fitting])
+    except DeliveryError as exc:
+        answers = [exc] * len(fitting)
     ms = _ms(started)
+    return [
+        _judge(case, peer, directory, answer, ms)
+        for case, answer in zip(fitting, answers, strict=True)
+    ]
+
+
+def _judge(
+    case: Case, peer: NodeEntry, directory: Directory, answer: BatchAnswer, ms: float
+) -> Outcome:
+    if isinstance(answer, DeliveryError):
+        return Outcome(case, False, "no answer", answer.detail, ms)
     if answer.refused_code is None:
         return Outcome(case, False, "accepted", "the peer took a bad envelope", ms)
     signed = _judge_receipt(case, peer, directory, answer.receipt)
@@ -394,7 +426,8 @@ async def run_all(
     cases: list[Case],
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Send the cases one after the other (a peer may limit concurrent connections)."""
+    """Send the cases one after the other (a peer may limit concurrent connections), then, when
+    the transport carries batches, those that fit in one batch."""
     outcomes = []
     for case in cases:
         outcome = await run_case(transport, peer, directory, case)
@@ -402,4 +435,10 @@ async def run_all(
             on_outcome(outcome)
         outcomes.append(outcome)
         await asyncio.sleep(0)
+    if isinstance(transport, BatchTransport):
+        batched = await run_batch(transport, peer, directory, cases)
+        for outcome in batched:
+            if on_outcome is not None:
+                on_outcome(outcome)
+        outcomes += batched
     return outcomes

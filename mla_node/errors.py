@@ -161,6 +161,14 @@ class PeerError(MlaError):
     title = "Refused input from a peer node"
 
 
+class BatchMalformed(PeerError):
+    """A batch of envelopes is not the array of entries docs/protocol.md §5.2 describes; none of
+    its envelopes was looked at."""
+
+    code = "batch_malformed"
+    title = "The batch is not an array of envelope entries"
+
+
 class EnvelopeError(PeerError):
     """An envelope is refused. Subclasses name why; nothing of it is stored as delivered."""
 

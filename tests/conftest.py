@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Iterator
 
 import pytest
+
+from mla_node import logs
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,3 +40,12 @@ def _collect_garbage_after_module(_unfreeze_garbage_collection: None) -> Iterato
 def _collect_garbage_after_test(_collect_garbage_after_module: None) -> Iterator[None]:
     yield
     _collect_garbage()
+
+
+@pytest.fixture
+def request_id_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """``caplog`` at INFO, each record carrying its request id (``record.request_id``) as
+    ``logs.configure`` gives every handler."""
+    caplog.set_level(logging.INFO)
+    caplog.handler.addFilter(logs.RequestIdFilter())
+    return caplog

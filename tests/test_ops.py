@@ -54,10 +54,8 @@ async def delivered(node: RunningNode, ids: list[str]) -> bool:
 
 
 async def test_metrics_move_with_traffic_and_one_request_id_crosses_nodes(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, request_id_log: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO)
-    caplog.handler.addFilter(logs.RequestIdFilter())  # what logs.configure gives every handler
     async with running_network(tmp_path, ("AR", "BR")) as net:
         ar, br = net["AR"], net["BR"]
         before = await scrape(ar)
@@ -71,6 +69,8 @@ async def test_metrics_move_with_traffic_and_one_request_id_crosses_nodes(
         # The in-memory counters and the histogram moved by exactly the traffic.
         peer = '{peer="BR"}'
         assert after[f"mla_delivery_attempts_total{peer}"] >= 5
+        exchanges = after[f"mla_delivery_exchanges_total{peer}"]
+        assert 1 <= exchanges <= after[f"mla_delivery_attempts_total{peer}"]
         assert after['mla_receipts_total{peer="BR",status="delivered"}'] == 5
         assert after[f"mla_delivery_latency_seconds_count{peer}"] == 5
         assert after['mla_delivery_latency_seconds_bucket{peer="BR",le="+Inf"}'] == 5
@@ -89,7 +89,7 @@ async def test_metrics_move_with_traffic_and_one_request_id_crosses_nodes(
         print(f"scrape: {(time.perf_counter() - started) / 20 * 1000:.2f} ms")
 
     # The clerk's id is on AR's delivery lines and BR's reception line alike.
-    tagged = [r for r in caplog.records if getattr(r, "request_id", None) == rid]
+    tagged = [r for r in request_id_log.records if getattr(r, "request_id", None) == rid]
     messages = [r.getMessage() for r in tagged]
     assert any("receipt verified" in m for m in messages), messages  # AR's delivery loop
     assert any("stored; receipt sent" in m for m in messages), messages  # BR's peer endpoint

@@ -38,14 +38,17 @@ class DeliveryMetrics:
     a bounded set, never an id or anything a peer chooses freely."""
 
     attempts: Counter[Labels] = field(default_factory=Counter)
+    exchanges: Counter[Labels] = field(default_factory=Counter)
     retries: Counter[Labels] = field(default_factory=Counter)
     failures: Counter[Labels] = field(default_factory=Counter)
     receipts: Counter[Labels] = field(default_factory=Counter)
     received: Counter[Labels] = field(default_factory=Counter)
     latency: Histogram = field(default_factory=Histogram)
 
-    def attempt(self, peer: str) -> None:
-        self.attempts[(("peer", peer),)] += 1
+    def attempt(self, peer: str, envelopes: int = 1) -> None:
+        """One exchange with ``peer`` carrying ``envelopes`` (more than one: a batch)."""
+        self.exchanges[(("peer", peer),)] += 1
+        self.attempts[(("peer", peer),)] += envelopes
 
     def failed(self, peer: str, code: str) -> None:
         """An attempt that left the envelope queued: it will be retried."""

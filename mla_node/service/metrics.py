@@ -162,6 +162,11 @@ async def render(ctx: NodeContext, counters: DeliveryMetrics, monitor: AlertMoni
     # In-memory counters since the process started.
     out.counter("mla_delivery_attempts_total", "Delivery attempts.", counters.attempts)
     out.counter(
+        "mla_delivery_exchanges_total",
+        "HTTP exchanges that carried the attempts (a batch of envelopes counts once).",
+        counters.exchanges,
+    )
+    out.counter(
         "mla_delivery_retries_total",
         "Attempts that left the envelope queued for a retry.",
         counters.retries,

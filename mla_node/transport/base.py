@@ -10,9 +10,10 @@ fault injectors wrap ``send(peer, envelope)``) without each having to pass it on
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Protocol, runtime_checkable
 import aiohttp
 
 from mla_node.errors import DeliveryError, EnvelopeError
+from mla_node.logs import REQUEST_ID
 from mla_node.protocol.directory import NodeEntry
 from mla_node.protocol.witness import ConsistencyProof
 
@@ -118,6 +120,19 @@ class PeerAnswer:
     proof: ConsistencyProof | None = None
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """An envelope going out in a batch, with the request id of the API call that queued it (the
+    receiver logs it, so one id names the work on both nodes)."""
+
+    envelope: bytes
+    request_id: str | None = None
+
+
+# One answer per envelope of a batch: the peer's answer, or why there was none for it.
+BatchAnswer = PeerAnswer | DeliveryError
+
+
 class Transport(Protocol):
     async def send(self, peer: NodeEntry, envelope: bytes) -> PeerAnswer:
         """Deliver one envelope. Raises DeliveryError when there was no usable answer."""
@@ -136,6 +151,35 @@ class BlobTransport(Protocol):
         """Make ``peer`` hold the whole file, resuming what it holds; returns the bytes sent.
         Raises DeliveryError when it could not."""
         ...  # pragma: no cover
+
+
+@runtime_checkable
+class BatchTransport(Protocol):
+    """A transport that can carry several envelopes to one peer in one exchange
+    (docs/protocol.md §5.2)."""
+
+    async def send_batch(self, peer: NodeEntry, batch: Sequence[Outgoing]) -> list[BatchAnswer]:
+        """One answer per envelope of ``batch``, in order. Raises DeliveryError when the exchange
+        as a whole had no usable answer."""
+        ...  # pragma: no cover
+
+
+async def one_by_one(
+    send: Callable[[NodeEntry, bytes], Awaitable[PeerAnswer]],
+    peer: NodeEntry,
+    batch: Sequence[Outgoing],
+) -> list[BatchAnswer]:
+    """A batch's answers from single sends, all at once: for a peer that takes no batches. Each
+    send runs in its own task, so each carries its own request id."""
+
+    async def one(item: Outgoing) -> BatchAnswer:
+        REQUEST_ID.set(item.request_id)
+        try:
+            return await send(peer, item.envelope)
+        except DeliveryError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(one(item) for item in batch)))
 
 
 Receiver = Callable[[bytes, bytes | None], Awaitable[bytes]]
@@ -179,6 +223,11 @@ class MemoryTransport:
                 await self._proof(peer.state),
             )
         return PeerAnswer(receipt, proof=await self._proof(peer.state))
+
+    async def send_batch(self, peer: NodeEntry, batch: Sequence[Outgoing]) -> list[BatchAnswer]:
+        if peer.state in self.down:  # the exchange as a whole fails, as over HTTP
+            raise DeliveryError(f"{peer.state} is unreachable")
+        return await one_by_one(self.send, peer, batch)
 
     async def _proof(self, state: str) -> ConsistencyProof | None:
         witnessed, source = WITNESSED_SIZE.get(), self.log_proofs.get(state)

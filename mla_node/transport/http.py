@@ -11,6 +11,10 @@ tried at the next endpoint within the same ``send``: the receiving workers share
 an envelope is idempotent there, so a second try can only get the same receipt. Any HTTP answer,
 a receipt or a refusal, is the peer's answer and is never retried elsewhere.
 
+Several envelopes due to one peer at once can go in one exchange (``send_batch``, the batch
+endpoint; transport/batches.py has the format): each is answered as if it had come alone. A peer
+that does not know the batch endpoint (404) gets them one by one.
+
 Two headers carry the log-head hints (docs/protocol.md §5.1): ``Mla-Witnessed-Size`` on the
 request (the size of the receiver's newest head the sender holds) and ``Mla-Consistency-Proof``
 on the answer, 200 or problem (the proof from that size to the head in the receipt). Neither is
@@ -19,11 +23,14 @@ signed and neither can cost a delivery: a malformed one is ignored.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
 import json
 import ssl
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +54,23 @@ from mla_node.transport.base import (
     CONNECTION_ERRORS,
     ENDPOINT_COOL_DOWN_S,
     WITNESSED_SIZE,
+    BatchAnswer,
     EndpointChooser,
     LogProofSource,
+    Outgoing,
     PeerAnswer,
     Receiver,
+    one_by_one,
+)
+from mla_node.transport.batches import (
+    ANSWERS_TYPE,
+    BATCH_PATH,
+    BATCH_TYPE,
+    answer,
+    pack_answers,
+    pack_batch,
+    unpack_answers,
+    unpack_batch,
 )
 from mla_node.transport.blobs import BlobReceiver, add_blob_routes, push_blob
 from mla_node.transport.problems import PROBLEM_JSON, problem_middleware, problem_response
@@ -61,6 +81,9 @@ RECEIPT_TYPE = "application/vnd.mla-node.receipt+msgpack"
 MAX_RECEIPT = 64 << 10
 WITNESSED_SIZE_HEADER = "Mla-Witnessed-Size"
 PROOF_HEADER = "Mla-Consistency-Proof"
+# How long a peer that answered a batch with 404 (a node from before batches) gets single
+# envelopes before it is offered a batch again (it may have been upgraded meanwhile).
+SINGLES_RECHECK_S = 600.0
 
 
 def pinned_client_context(
@@ -105,6 +128,7 @@ class HttpTransport:
         self._max_per_peer = max_connections_per_peer
         self._local_addr = (source_host, 0) if source_host else None
         self._sessions: dict[str, tuple[str, aiohttp.ClientSession]] = {}
+        self._singles_until: dict[str, float] = {}  # state -> monotonic time of the next batch
         self.endpoints = EndpointChooser(endpoint_cool_down_s)
 
     async def _client(self, peer: NodeEntry) -> aiohttp.ClientSession:
@@ -125,7 +149,47 @@ class HttpTransport:
         return session
 
     async def send(self, peer: NodeEntry, envelope: bytes) -> PeerAnswer:
-        headers = {"Content-Type": ENVELOPE_TYPE}
+        url, resp = await self._post(peer, ENVELOPE_PATH, ENVELOPE_TYPE, envelope)
+        return await self._read_answer(peer, url, resp)
+
+    async def send_batch(self, peer: NodeEntry, batch: Sequence[Outgoing]) -> list[BatchAnswer]:
+        """Several envelopes in one exchange (transport/batches.py). A peer that does not know
+        the batch endpoint yet (an older node: 404) gets them one by one, and no batch again
+        for ``SINGLES_RECHECK_S``."""
+        singles_until = self._singles_until.get(peer.state)
+        if singles_until is not None and time.monotonic() < singles_until:
+            return await one_by_one(self.send, peer, batch)
+        url, resp = await self._post(peer, BATCH_PATH, BATCH_TYPE, pack_batch(batch))
+        if resp.status == 404:
+            resp.release()
+            self._singles_until[peer.state] = time.monotonic() + SINGLES_RECHECK_S
+            return await one_by_one(self.send, peer, batch)
+        try:
+            async with resp:
+                limit = MAX_RECEIPT * len(batch)
+                body = await resp.content.read(limit + 1)
+                if resp.status != 200 or resp.content_type != ANSWERS_TYPE:
+                    # the batch as a whole was refused or failed: a problem, as for one envelope
+                    failed = _answer(peer, resp.status, resp.content_type, body[:MAX_RECEIPT])
+                    raise DeliveryError(f"{peer.state} refused a batch: {failed.refused_code}")
+                answers = unpack_answers(peer, body, len(batch), limit)
+                proof = _proof(resp.headers.get(PROOF_HEADER))
+        except DeliveryError:
+            raise
+        except (aiohttp.ClientError, OSError, ssl.SSLError, TimeoutError) as exc:
+            raise DeliveryError(f"{peer.state} at {url}: {type(exc).__name__}: {exc}") from exc
+        if proof is None:
+            return answers
+        return [
+            dataclasses.replace(a, proof=proof) if isinstance(a, PeerAnswer) else a for a in answers
+        ]
+
+    async def _post(
+        self, peer: NodeEntry, path: str, content_type: str, data: bytes
+    ) -> tuple[str, aiohttp.ClientResponse]:
+        """POST to the first of the peer's endpoints that answers; the URL and the answer's head.
+        Carries the request id and witnessed size of the send in progress."""
+        headers = {"Content-Type": content_type}
         request_id = REQUEST_ID.get()
         if request_id is not None:  # the receiver logs it: one id for the work on both nodes
             headers[REQUEST_ID_HEADER] = request_id
@@ -138,13 +202,11 @@ class HttpTransport:
             raise DeliveryError(f"{peer.state}: {type(exc).__name__}: {exc}") from exc
         failures: list[str] = []
         for endpoint in self.endpoints.order(peer):
-            url = endpoint.rstrip("/") + ENVELOPE_PATH
+            url = endpoint.rstrip("/") + path
             try:
                 # Awaited without a body read: returns once the answer's head has arrived, so
                 # what fails here failed before the peer answered anything.
-                resp = await session.post(
-                    url, data=envelope, headers=headers, allow_redirects=False
-                )
+                resp = await session.post(url, data=data, headers=headers, allow_redirects=False)
             except CONNECTION_ERRORS as exc:
                 self.endpoints.failed(peer, endpoint)
                 failures.append(f"{url}: {type(exc).__name__}: {exc}")
@@ -152,7 +214,7 @@ class HttpTransport:
             except (aiohttp.ClientError, OSError) as exc:
                 raise DeliveryError(f"{peer.state} at {url}: {type(exc).__name__}: {exc}") from exc
             self.endpoints.answered(peer, endpoint)
-            return await self._read_answer(peer, url, resp)
+            return url, resp
         raise DeliveryError(f"{peer.state}: no endpoint could be reached: {'; '.join(failures)}")
 
     async def _read_answer(
@@ -249,12 +311,15 @@ def make_peer_app(
             response.headers[PROOF_HEADER] = proof.header_value()
         return response
 
-    async def post_envelope(request: web.Request) -> web.Response:
-        if request.content_type != ENVELOPE_TYPE:
-            raise UnsupportedMediaType(f"expected {ENVELOPE_TYPE}")
+    async def body_of(request: web.Request, content_type: str) -> bytes:
+        if request.content_type != content_type:
+            raise UnsupportedMediaType(f"expected {content_type}")
         if request.content_length is not None and request.content_length > max_envelope:
             raise EnvelopeTooLarge(f"{request.content_length} bytes is more than {max_envelope}")
-        data = await request.read()
+        return await request.read()
+
+    async def post_envelope(request: web.Request) -> web.Response:
+        data = await body_of(request, ENVELOPE_TYPE)
         witnessed = _witnessed_size(request.headers.get(WITNESSED_SIZE_HEADER))
         # The sender's request id, when well-formed, names this request in our log lines too.
         REQUEST_ID.set(valid_request_id(request.headers.get(REQUEST_ID_HEADER)))
@@ -266,6 +331,31 @@ def make_peer_app(
         response = await with_proof(
             web.Response(body=receipt, content_type=RECEIPT_TYPE), witnessed
         )
+        return await sent(request, response)
+
+    async def post_batch(request: web.Request) -> web.Response:
+        batch = unpack_batch(await body_of(request, BATCH_TYPE), max_envelope)
+        witnessed = _witnessed_size(request.headers.get(WITNESSED_SIZE_HEADER))
+        cert = peer_certificate_der(request.transport)
+
+        async def one(item: Outgoing) -> dict[str, Any]:
+            REQUEST_ID.set(valid_request_id(item.request_id))  # this envelope's task only
+            try:
+                receipt = await receive(item.envelope, cert)
+            except MlaError as err:
+                rejection = err.extra.get("receipt")
+                return answer(
+                    err.status, err.code, rejection if isinstance(rejection, bytes) else None
+                )
+            return answer(200, receipt=receipt)
+
+        # All at once: their commits share the database's group commit.
+        answers = await asyncio.gather(*(one(item) for item in batch))
+        response = web.Response(body=pack_answers(answers), content_type=ANSWERS_TYPE)
+        return await sent(request, await with_proof(response, witnessed))
+
+    async def sent(request: web.Request, response: web.Response) -> web.Response:
+        """The answer, written out before the handler returns (a crash point follows it)."""
         await response.prepare(request)
         await response.write_eof()
         crash_point("inbound.after_response")
@@ -273,6 +363,7 @@ def make_peer_app(
 
     app = web.Application(middlewares=[problem_middleware], client_max_size=max_envelope)
     app.router.add_post(ENVELOPE_PATH, post_envelope)
+    app.router.add_post(BATCH_PATH, post_batch)
     if blobs is not None:
         add_blob_routes(app, blobs)
     return app

@@ -26,7 +26,8 @@ from mla_node.errors import DeliveryError
 from mla_node.identity import load_identity
 from mla_node.localnet import create_network
 from mla_node.protocol.directory import NodeEntry, TrustRoot, verify_directory
-from mla_node.transport.base import EndpointChooser
+from mla_node.transport.base import EndpointChooser, Outgoing, PeerAnswer
+from mla_node.transport.batches import BATCH_PATH
 from mla_node.transport.blobs import Read, add_blob_routes
 from mla_node.transport.http import ENVELOPE_PATH, RECEIPT_TYPE, HttpTransport
 from mla_node.transport.listening import close_servers
@@ -65,6 +66,7 @@ class Worker:
     port: int = 0
     envelopes: int = 0
     blob_requests: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # every request, answered or not
     runner: web.AppRunner | None = None
 
     @property
@@ -87,6 +89,7 @@ class Worker:
     async def start(self) -> None:
         @web.middleware
         async def count_blobs(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.paths.append(request.path)
             if request.path.startswith("/peer/v1/blobs/"):
                 self.blob_requests.append(request.method)
             return await handler(request)
@@ -207,6 +210,20 @@ async def test_an_http_answer_is_not_retried_elsewhere(setup: Setup, status: int
             await setup.transport.send(setup.entry, ENVELOPE)
     assert counts(setup) == [1, 0]
     assert setup.transport.endpoints.cooling(setup.entry) == []
+
+
+async def test_a_peer_without_batches_gets_each_envelope_alone_and_no_batch_again(
+    setup: Setup,
+) -> None:
+    """These workers are nodes from before batches: the batch endpoint is unknown to them (404).
+    The batch's envelopes go one by one, and the next batch does not ask again."""
+    for _ in range(2):
+        batch = [Outgoing(ENVELOPE, f"request-{n:04}") for n in range(3)]
+        answers = await setup.transport.send_batch(setup.entry, batch)
+        assert answers == [PeerAnswer(b"receipt")] * 3
+    paths = [p for w in setup.workers for p in w.paths]
+    assert paths.count(BATCH_PATH) == 1
+    assert paths.count(ENVELOPE_PATH) == 6
 
 
 async def test_a_file_goes_through_the_endpoint_that_answers_and_resumes(

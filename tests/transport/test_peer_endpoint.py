@@ -71,8 +71,10 @@ async def post_as(
     recipient: RunningNode,
     data: bytes | io.BytesIO,
     content_type: str = ENVELOPE_TYPE,
+    path: str = ENVELOPE_PATH,
 ) -> tuple[int, bytes, str]:
-    """POST raw bytes to ``recipient``'s peer endpoint presenting ``sender``'s certificate."""
+    """POST raw bytes to ``recipient``'s peer endpoint (``path``) presenting ``sender``'s
+    certificate."""
     identity = sender.runtime.ctx.identity
     entry = recipient.runtime.ctx.directory().node(recipient.state)
     assert entry is not None
@@ -82,7 +84,7 @@ async def post_as(
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http,
         http.post(
-            recipient.runtime.peer_url + ENVELOPE_PATH,
+            recipient.runtime.peer_url + path,
             data=data,
             headers={"Content-Type": content_type},
         ) as resp,
