@@ -167,7 +167,7 @@ class HttpTransport:
         try:
             async with resp:
                 limit = MAX_RECEIPT * len(batch)
-                body = await resp.content.read(limit + 1)
+                body = await _read_at_most(resp, limit + 1)
                 if resp.status != 200 or resp.content_type != ANSWERS_TYPE:
                     # the batch as a whole was refused or failed: a problem, as for one envelope
                     failed = _answer(peer, resp.status, resp.content_type, body[:MAX_RECEIPT])
@@ -222,7 +222,7 @@ class HttpTransport:
     ) -> PeerAnswer:
         try:
             async with resp:
-                body = await resp.content.read(MAX_RECEIPT + 1)
+                body = await _read_at_most(resp, MAX_RECEIPT + 1)
                 answer = _answer(peer, resp.status, resp.content_type, body)
                 proof = _proof(resp.headers.get(PROOF_HEADER))
                 return dataclasses.replace(answer, proof=proof) if proof else answer
@@ -248,6 +248,15 @@ class HttpTransport:
         for _, session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+
+
+async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The answer's body up to ``limit`` bytes. One ``read(n)`` returns what has arrived so far,
+    which for a batch's answers (a receipt per envelope) can be a part of it."""
+    body = bytearray()
+    while len(body) < limit and (chunk := await resp.content.read(limit - len(body))):
+        body += chunk
+    return bytes(body)
 
 
 def _answer(peer: NodeEntry, status: int, content_type: str, body: bytes) -> PeerAnswer:

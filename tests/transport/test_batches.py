@@ -7,18 +7,22 @@ as a whole with a problem naming the entry at fault, and nothing of it is stored
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from mla_node.protocol import codec
 from mla_node.protocol.envelope import envelope_digest, read_header
 from mla_node.protocol.receipts import verify_receipt
 from mla_node.transport.base import Outgoing, PeerAnswer
 from mla_node.transport.batches import BATCH_PATH, BATCH_TYPE, MAX_BATCH, pack_batch, unpack_batch
-from mla_node.transport.http import HttpTransport
+from mla_node.transport.http import HttpTransport, _read_at_most
+from mla_node.transport.listening import close_servers
 from tests.netkit import Network, running_network
 from tests.transport.test_peer_endpoint import inbox_count, post_as, seal_from
 
@@ -108,3 +112,48 @@ async def test_a_batch_of_a_wrong_media_type_is_refused(net: Network) -> None:
 def test_the_wire_format_round_trips() -> None:
     batch = [Outgoing(b"\x93one", "req-00000001"), Outgoing(b"\x93two", None)]
     assert unpack_batch(pack_batch(batch), 1 << 20) == batch
+
+
+async def test_a_full_batch_is_answered_whole(net: Network) -> None:
+    """64 envelopes, the most a batch holds: their answers (a receipt each, with the receiver's
+    head) are larger than one TLS record."""
+    ar, br = net["AR"], net["BR"]
+    batch = [seal_from(ar, br) for _ in range(MAX_BATCH)]
+    transport = ar.runtime.deliverer.transport
+    entry = ar.runtime.ctx.directory().node("BR")
+    assert isinstance(transport, HttpTransport) and entry is not None
+    answers = await transport.send_batch(entry, [Outgoing(e) for e in batch])
+    receipts = [a.receipt for a in answers if isinstance(a, PeerAnswer)]
+    assert len(receipts) == MAX_BATCH and None not in receipts
+    assert sum(len(r) for r in receipts if r is not None) > 16 << 10  # more than a TLS record
+    assert await inbox_count(br) == MAX_BATCH
+
+
+async def test_an_answer_that_arrives_in_parts_is_read_whole() -> None:
+    """One ``read(n)`` returns what has arrived so far: the sender reads on until the end."""
+    parts = [b"a" * 3000, b"b" * 3000, b"c" * 10]
+
+    async def slowly(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = sum(map(len, parts))
+        await response.prepare(request)
+        for part in parts:
+            await response.write(part)
+            await asyncio.sleep(0.05)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", slowly)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as resp:
+            assert await _read_at_most(resp, 1 << 16) == b"".join(parts)
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as resp:
+            assert await _read_at_most(resp, 4000) == b"".join(parts)[:4000]
+    finally:
+        await close_servers([runner])
