@@ -119,6 +119,12 @@ class PeerAnswer:
     refused_code: str | None = None
     proof: ConsistencyProof | None = None
 
+    @classmethod
+    def refusal(cls, code: object, receipt: bytes | None) -> PeerAnswer:
+        """A refusal as the peer put it, on either endpoint; a code that is not a string (the
+        peer's bug, or an older peer's) still refuses the envelope, as ``unknown``."""
+        return cls(receipt, code if isinstance(code, str) else "unknown")
+
 
 @dataclass(frozen=True)
 class Outgoing:

@@ -91,5 +91,5 @@ def _one(peer: NodeEntry, entry: Any) -> BatchAnswer:
     if status == 200 and receipt is not None:
         return PeerAnswer(receipt)
     if isinstance(status, int) and 400 <= status < 500:
-        return PeerAnswer(receipt, code if isinstance(code, str) else "unknown")
+        return PeerAnswer.refusal(code, receipt)
     return DeliveryError(f"{peer.state} answered {status} ({code}) for an envelope of a batch")

@@ -167,10 +167,10 @@ class HttpTransport:
         try:
             async with resp:
                 limit = MAX_RECEIPT * len(batch)
-                body = await _read_at_most(resp, limit + 1)
+                body = await read_at_most(resp, limit + 1)
                 if resp.status != 200 or resp.content_type != ANSWERS_TYPE:
                     # the batch as a whole was refused or failed: a problem, as for one envelope
-                    failed = _answer(peer, resp.status, resp.content_type, body[:MAX_RECEIPT])
+                    failed = single_answer(peer, resp.status, resp.content_type, body[:MAX_RECEIPT])
                     raise DeliveryError(f"{peer.state} refused a batch: {failed.refused_code}")
                 answers = unpack_answers(peer, body, len(batch), limit)
                 proof = _proof(resp.headers.get(PROOF_HEADER))
@@ -222,8 +222,8 @@ class HttpTransport:
     ) -> PeerAnswer:
         try:
             async with resp:
-                body = await _read_at_most(resp, MAX_RECEIPT + 1)
-                answer = _answer(peer, resp.status, resp.content_type, body)
+                body = await read_at_most(resp, MAX_RECEIPT + 1)
+                answer = single_answer(peer, resp.status, resp.content_type, body)
                 proof = _proof(resp.headers.get(PROOF_HEADER))
                 return dataclasses.replace(answer, proof=proof) if proof else answer
         except DeliveryError:
@@ -250,7 +250,7 @@ class HttpTransport:
         self._sessions.clear()
 
 
-async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """The answer's body up to ``limit`` bytes. One ``read(n)`` returns what has arrived so far,
     which for a batch's answers (a receipt per envelope) can be a part of it."""
     body = bytearray()
@@ -259,7 +259,9 @@ async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(body)
 
 
-def _answer(peer: NodeEntry, status: int, content_type: str, body: bytes) -> PeerAnswer:
+def single_answer(peer: NodeEntry, status: int, content_type: str, body: bytes) -> PeerAnswer:
+    """The single-envelope endpoint's answer (a receipt, or problem+json with the code and the
+    rejection receipt in base64); DeliveryError for anything else, which is worth retrying."""
     if len(body) > MAX_RECEIPT:
         raise DeliveryError(f"{peer.state} answered with an oversized body")
     if status == 200 and content_type == RECEIPT_TYPE:
@@ -272,7 +274,7 @@ def _answer(peer: NodeEntry, status: int, content_type: str, body: bytes) -> Pee
             decoded = base64.b64decode(receipt, validate=True) if isinstance(receipt, str) else None
         except binascii.Error:
             decoded = None
-        return PeerAnswer(decoded, code if isinstance(code, str) else "unknown")
+        return PeerAnswer.refusal(code, decoded)
     raise DeliveryError(f"{peer.state} answered HTTP {status} ({content_type})")
 
 

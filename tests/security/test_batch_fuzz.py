@@ -9,6 +9,7 @@ batch that decodes holds exactly the envelopes packed into it. CI runs a few tho
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -27,6 +28,8 @@ from mla_node.transport.batches import (
     unpack_answers,
     unpack_batch,
 )
+from mla_node.transport.http import single_answer
+from mla_node.transport.problems import PROBLEM_JSON
 from tests.factory import NOW, make_network
 
 EXAMPLES = 100_000 if os.environ.get("MLA_FULL") else 3_000
@@ -109,6 +112,15 @@ def test_answers_read_as_the_single_endpoint_reads_them() -> None:
         PeerAnswer(None, "envelope_sender_mismatch"),
     ]
     assert all(isinstance(a, DeliveryError) for a in got[3:])
+
+
+def test_a_refusal_without_a_usable_code_reads_alike_on_both_endpoints() -> None:
+    """A 4xx whose code is missing or not a string still refuses the envelope, as ``unknown``,
+    whether it came alone (problem+json) or in a batch."""
+    for code in (None, 7):
+        single = single_answer(BR, 403, PROBLEM_JSON, json.dumps({"code": code}).encode())
+        batched = unpack_answers(BR, pack_answers([answer(403, code)]), 1, 1 << 16)  # type: ignore[arg-type]
+        assert single == batched[0] == PeerAnswer(None, "unknown")
 
 
 def test_a_batch_round_trips() -> None:

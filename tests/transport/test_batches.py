@@ -21,7 +21,7 @@ from mla_node.protocol.envelope import envelope_digest, read_header
 from mla_node.protocol.receipts import verify_receipt
 from mla_node.transport.base import Outgoing, PeerAnswer
 from mla_node.transport.batches import BATCH_PATH, BATCH_TYPE, MAX_BATCH, pack_batch, unpack_batch
-from mla_node.transport.http import HttpTransport, _read_at_most
+from mla_node.transport.http import HttpTransport, read_at_most
 from mla_node.transport.listening import close_servers
 from tests.netkit import Network, running_network
 from tests.transport.test_peer_endpoint import inbox_count, post_as, seal_from
@@ -152,8 +152,8 @@ async def test_an_answer_that_arrives_in_parts_is_read_whole() -> None:
     port = runner.addresses[0][1]
     try:
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as resp:
-            assert await _read_at_most(resp, 1 << 16) == b"".join(parts)
+            assert await read_at_most(resp, 1 << 16) == b"".join(parts)
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as resp:
-            assert await _read_at_most(resp, 4000) == b"".join(parts)[:4000]
+            assert await read_at_most(resp, 4000) == b"".join(parts)[:4000]
     finally:
         await close_servers([runner])

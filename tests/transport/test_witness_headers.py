@@ -28,9 +28,9 @@ from mla_node.transport.http import (
     PROOF_HEADER,
     RECEIPT_TYPE,
     WITNESSED_SIZE_HEADER,
-    _answer,
     _proof,
     make_peer_app,
+    single_answer,
 )
 from mla_node.transport.problems import PROBLEM_JSON
 from tests.factory import NOW, make_network
@@ -119,7 +119,7 @@ def test_the_sender_reads_the_proof_and_ignores_a_malformed_one() -> None:
     net = make_network(now=NOW)
     entry = net.directory.node("BR")
     assert entry is not None
-    assert _answer(entry, 200, RECEIPT_TYPE, b"r") == PeerAnswer(b"r")
+    assert single_answer(entry, 200, RECEIPT_TYPE, b"r") == PeerAnswer(b"r")
 
 
 async def test_the_memory_transport_carries_the_witnessed_size_and_the_proof() -> None:
