@@ -10,10 +10,14 @@ import asyncio
 from collections.abc import Sequence
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from mla_node.errors import DeliveryError
 from mla_node.protocol.directory import NodeEntry
 from mla_node.protocol.envelope import read_header
+from mla_node.service.delivery import Deliverer
 from mla_node.storage import repo
 from mla_node.transport.base import BatchAnswer, Outgoing, PeerAnswer
 from tests.netkit import wait_for
@@ -108,6 +112,49 @@ async def test_an_envelope_queued_behind_a_slow_attempt_does_not_wait_for_it(
         release.set()
         await wait_for(lambda: outbox_empty(nodes["AR"]), within_s=5)
         assert await inbox(nodes["BR"]) == sorted([first, second])
+
+
+async def test_an_envelope_recorded_while_the_outbox_is_read_is_not_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop reads the outbox while attempts run, and the read's snapshot can predate an
+    attempt that records its receipt meanwhile: that envelope is in the answer, still queued,
+    yet no longer running. It must not go out again, nor be counted as a second receipt."""
+    async with memory_network(tmp_path) as (nodes, _):
+        sender, deliverer = transport(nodes["AR"]), nodes["AR"].deliverer
+        send, release = sender.send, asyncio.Event()
+        sent: list[str] = []
+
+        async def hold_the_first(peer: NodeEntry, envelope: bytes) -> PeerAnswer:
+            sent.append(read_header(envelope)[0].message_id)
+            if len(sent) == 1:
+                await release.wait()
+            return await send(peer, envelope)
+
+        read_due = repo.due_for_peer
+
+        async def read_then_let_the_first_end(*args: Any, **kwargs: Any) -> list[repo.OutboxItem]:
+            due = await read_due(*args, **kwargs)
+            if sent and not release.is_set() and sent[0] in {item.message_id for item in due}:
+                release.set()  # the held attempt now records its receipt and ends ...
+                await wait_for(lambda: _ended(deliverer, sent[0]), within_s=5)
+            return due  # ... after this answer was read
+
+        sender.send = hold_the_first  # type: ignore[method-assign]
+        monkeypatch.setattr(repo, "due_for_peer", read_then_let_the_first_end)
+        (first,) = await submit(nodes["AR"], "BR")
+        await wait_for(lambda: _true(bool(sent)), within_s=5)
+        (second,) = await submit(nodes["AR"], "BR")  # wakes the loop: it reads the outbox
+        await wait_for(lambda: outbox_empty(nodes["AR"]), within_s=5)
+        assert release.is_set()  # the race was staged
+        assert sorted(sent) == sorted([first, second])
+        assert deliverer.metrics.receipts[(("peer", "BR"), ("status", "delivered"))] == 2
+
+
+async def _ended(deliverer: Deliverer, message_id: str) -> bool:
+    # The loop's own record of its running attempts: the attempt's task has ended when its
+    # done callback has taken it out.
+    return message_id not in deliverer._attempts.get("BR", {})
 
 
 async def _true(value: bool) -> bool:
