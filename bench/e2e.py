@@ -27,6 +27,10 @@ concurrency 16 (121 against 179 requests/s with a 10 ms pause, same run). The pr
 resolution: a completion is seen up to one poll period late (``poll_ms`` in the results). At the
 end of every level the API must list nothing ``rejected`` or ``undeliverable``.
 
+**Where the time goes.** Each node row also gives the median of the clerk's POST alone, until
+its 201 (the request sealed, signed and committed at the sender); the rest of the latency is
+delivery: the exchange, the receiver's work and commit, the sender's verification and commit.
+
 **Batches, on and off.** A second pair of nodes, configured with ``delivery.batch_max = 1``, sends
 each envelope in its own exchange (as every node did before batches, docs/protocol.md §5.2); it
 runs the same closed loop, level by level beside the first, so the batches' effect is a ratio
@@ -235,16 +239,26 @@ class Watcher:
 
 
 def submit_op(
-    http: aiohttp.ClientSession, clerk_url: str, token: str, body: bytes, watcher: Watcher
+    http: aiohttp.ClientSession,
+    clerk_url: str,
+    token: str,
+    body: bytes,
+    watcher: Watcher,
+    answered: list[tuple[float, float]] | None = None,
 ) -> Op:
+    """``answered``, when given, gets (start, seconds) of each POST's 201: the clerk's part of
+    the latency, the rest being delivery up to the verified receipt."""
     url = f"{clerk_url}/api/v1/requests"
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     async def op() -> float:
+        began = time.perf_counter()
         async with http.post(url, data=body, headers=headers) as resp:
             answer = await resp.json()
             if resp.status != 201:
                 raise OpFailed(f"submission answered {resp.status}: {answer}")
+        if answered is not None:
+            answered.append((began, time.perf_counter() - began))
         return await watcher.expect(answer["id"])
 
     return op
@@ -381,10 +395,11 @@ async def _levels(
         sides: list[tuple[str, Op, dict[str, int | None], Manifest | None, Watcher | None]] = [
             ("plain aiohttp", post_op(http, echo_url, body), {"server": echo_pid}, None, None)
         ]
+        answered: list[tuple[float, float]] = []  # the node sides' POSTs, of the current level
         for name, pair in networks.items():
             clerk_side = pair.nodes[SENDER]
             reader = Watcher(Path(clerk_side.database))
-            submit = submit_op(http, clerk_side.clerk_url, clerk_side.token, body, reader)
+            submit = submit_op(http, clerk_side.clerk_url, clerk_side.token, body, reader, answered)
             pids = {s: n.pid for s, n in pair.nodes.items()}
             sides.append((name, submit, pids, pair, reader))
         for concurrency in settings.levels:
@@ -399,6 +414,8 @@ async def _levels(
                 cpu_before = {name: cpu_seconds_of(pid) for name, pid in servers.items()}
                 stop = asyncio.Event()
                 polling = asyncio.create_task(watcher.run(stop)) if watcher else None
+                answered.clear()
+                measure_from = time.perf_counter() + settings.warmup_s
                 try:
                     loop = await closed_loop(
                         op,
@@ -415,6 +432,8 @@ async def _levels(
                 row["cpu_ms_per_req"] = _cpu_ms_per_op(servers, cpu_before, loop.operations)
                 if watcher is not None and sender is not None and counts_before is not None:
                     row["poll_ms"] = watcher.period_ms()
+                    posts = [took for began, took in answered if began >= measure_from]
+                    row["post_p50_ms"] = percentiles_ms(posts)["p50_ms"]
                     row["not_delivered"] = await _not_delivered(
                         http, sender.clerk_url, sender.token
                     )
@@ -506,8 +525,8 @@ def _cpu_label(cpu: dict[str, float | None]) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
-    header = ["side", "c", "req/s", "p50 ms", "p95 ms", "p99 ms", "done", "errors", "poll ms"]
-    header += ["env/exch", "server CPU ms/req", "load"]
+    header = ["side", "c", "req/s", "p50 ms", "p95 ms", "p99 ms", "POST p50", "done", "errors"]
+    header += ["poll ms", "env/exch", "server CPU ms/req", "load"]
     lines = [
         [
             r["side"],
@@ -516,6 +535,7 @@ def render(result: dict[str, Any]) -> str:
             r["p50_ms"],
             r["p95_ms"],
             r["p99_ms"],
+            r.get("post_p50_ms"),
             r["completed"],
             r["errors"] + r.get("not_delivered", 0),
             r.get("poll_ms"),
@@ -541,6 +561,7 @@ def render(result: dict[str, Any]) -> str:
     notes = [
         f"body: {s['body_bytes']:,} bytes ({s['body']}); plain aiohttp POSTs the same bytes",
         f"completion: {s['completion']} (poll ms: mean time between reads, the resolution)",
+        "POST p50: the clerk's POST alone, until its 201 (the rest of p50 is delivery)",
         f"nodes: {s['nodes']}; peak RSS {peak}; network up in {result['network_up_s']} s",
         f"batches off: {s.get('singles', '-')}",
     ]
