@@ -235,13 +235,17 @@ class NodeRuntime:
             if self.ctx.trust.current and self.ctx.trust.current.node(header.sender):
                 sender = header.sender
         try:
-            receipt = await inbound.receive(self.ctx, data, cert)
+            received = await inbound.receive(self.ctx, data, cert)
         except MlaError as exc:
             self.deliverer.metrics.answered(sender, exc.code)
             raise
-        self.deliverer.metrics.answered(sender, "delivered")
-        log.info("envelope %s from %s stored; receipt sent", message_id, sender)
-        return receipt
+        if received.repeat:
+            self.deliverer.metrics.answered(sender, "repeat")
+            log.info("envelope %s from %s again: its original receipt sent", message_id, sender)
+        else:
+            self.deliverer.metrics.answered(sender, "delivered")
+            log.info("envelope %s from %s stored; receipt sent", message_id, sender)
+        return received.receipt
 
     async def readiness(self) -> dict[str, Any]:
         """What GET /readyz answers: each check ``ok`` or the code of what is wrong. Not ready

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from mla_node.crashpoints import crash_point
@@ -48,7 +49,17 @@ log = logging.getLogger(__name__)
 _FOLLOW_UP_EVENTS = {"acknowledgement": Event.ACKNOWLEDGED}
 
 
-async def receive(ctx: NodeContext, data: bytes, client_cert_der: bytes | None) -> bytes:
+@dataclass(frozen=True)
+class Received:
+    """The signed receipt for an envelope, and whether it was a repeat: the very same envelope
+    stored before, answered with its original receipt (a sender whose answer was lost sends
+    again; one that repeats often has a problem its operator should see)."""
+
+    receipt: bytes
+    repeat: bool = False
+
+
+async def receive(ctx: NodeContext, data: bytes, client_cert_der: bytes | None) -> Received:
     """Returns the signed receipt. Raises an ``EnvelopeError`` (with a signed rejection receipt
     in ``extra["receipt"]`` when the header could be read) for anything refused."""
     directory = ctx.directory()
@@ -60,7 +71,7 @@ async def receive(ctx: NodeContext, data: bytes, client_cert_der: bytes | None) 
         # original receipt is the answer, even once the envelope is older than the maximum age.
         stored = await _stored_receipt(ctx, header, digest)
         if stored is not None:
-            return stored
+            return Received(stored, repeat=True)
         now = ctx.clock()
         opened = open_envelope(
             data,
@@ -78,9 +89,9 @@ async def receive(ctx: NodeContext, data: bytes, client_cert_der: bytes | None) 
         _attach_rejection(ctx, exc, data, digest)
         raise
     crash_point("inbound.before_commit")
-    receipt = await ctx.db.write(lambda tx: _store(ctx, tx, opened, body, now))
+    received = await ctx.db.write(lambda tx: _store(ctx, tx, opened, body, now))
     crash_point("inbound.after_commit")
-    return receipt
+    return received
 
 
 async def log_proof(ctx: NodeContext, witnessed_size: int) -> ConsistencyProof | None:
@@ -166,7 +177,7 @@ def _parse_body(opened: OpenedEnvelope) -> dict[str, Any]:
 
 async def _store(
     ctx: NodeContext, tx: Transaction, opened: OpenedEnvelope, body: dict[str, Any], now: int
-) -> bytes:
+) -> Received:
     h = opened.header
     # Again inside the single writer, in case the same envelope arrived twice at once.
     existing = await repo.get_message(tx, h.message_id)
@@ -174,7 +185,7 @@ async def _store(
         if existing.direction == "in" and existing.envelope_sha256 == opened.digest:
             original_receipt = await repo.get_receipt(tx, h.message_id)
             assert original_receipt is not None  # stored in the same transaction as the message
-            return original_receipt.receipt
+            return Received(original_receipt.receipt, repeat=True)
         raise MessageIdConflict(f"message id {h.message_id} was used for another envelope")
     await repo.insert_message(
         tx,
@@ -240,7 +251,7 @@ async def _store(
             peer=h.sender,
             detail=h.message_id,
         )
-    return receipt
+    return Received(receipt)
 
 
 def _attach_rejection(ctx: NodeContext, exc: EnvelopeError, data: bytes, digest: bytes) -> None:

@@ -183,7 +183,7 @@ async def render(ctx: NodeContext, counters: DeliveryMetrics, monitor: AlertMoni
     )
     out.counter(
         "mla_envelopes_received_total",
-        "Envelopes the peer endpoint answered, by outcome (delivered or the refusal code).",
+        "Envelopes the peer endpoint answered, by outcome (delivered, repeat or the refusal code).",
         counters.received,
     )
     out.histogram(

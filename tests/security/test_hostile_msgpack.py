@@ -64,7 +64,7 @@ def server_times(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     times: list[float] = []
     real = inbound.receive
 
-    async def timed(ctx: Any, data: bytes, cert: bytes | None) -> bytes:
+    async def timed(ctx: Any, data: bytes, cert: bytes | None) -> inbound.Received:
         start = time.perf_counter()
         try:
             return await real(ctx, data, cert)

@@ -146,7 +146,7 @@ async def memory_network(
             transport = LossyTransport(cert_der, receivers, down, log_proofs, **transport_kw)
 
             async def receive(data: bytes, cert: bytes | None, ctx: NodeContext = ctx) -> bytes:
-                return await inbound.receive(ctx, data, cert)
+                return (await inbound.receive(ctx, data, cert)).receipt
 
             async def log_proof(witnessed: int, ctx: NodeContext = ctx) -> ConsistencyProof | None:
                 return await inbound.log_proof(ctx, witnessed)

@@ -450,7 +450,7 @@ async def test_a_receiver_refuses_a_message_that_replaces_itself(tmp_path: Path)
         with pytest.raises(EnvelopeMalformed, match="replace itself"):
             await inbound.receive(br.ctx, itself.envelope, cert)
         # A re-sealed request names another message: its case need not be its own id.
-        receipt = await inbound.receive(br.ctx, sealed.envelope, cert)
-        assert receipt
+        received = await inbound.receive(br.ctx, sealed.envelope, cert)
+        assert received.receipt and not received.repeat
         stored = await repo.get_message(br.ctx.db, sealed.id)
         assert stored is not None and (stored.case_id, stored.replaces) == (fixed, fixed)

@@ -184,7 +184,7 @@ class Network:
 
     def _receiver(self, state: str) -> Receiver:
         async def receive(data: bytes, cert: bytes | None) -> bytes:
-            return await inbound.receive(self.nodes[state].ctx, data, cert)
+            return (await inbound.receive(self.nodes[state].ctx, data, cert)).receipt
 
         return receive
 

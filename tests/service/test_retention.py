@@ -169,7 +169,9 @@ async def test_the_receiver_purges_only_what_a_clerk_has_opened_and_still_knows_
         issued = await repo.get_receipt(br.ctx.db, opened)
         assert sent is not None and issued is not None
         cert = ar.deliverer.transport.sender_cert_der  # type: ignore[attr-defined]
-        assert await inbound.receive(br.ctx, sent.envelope, cert) == issued.receipt
+        assert await inbound.receive(br.ctx, sent.envelope, cert) == inbound.Received(
+            issued.receipt, repeat=True
+        )
         assert len(await repo.list_messages(br.ctx.db, repo.ListFilter("in"))) == 2
 
         # Nothing can be answered under a use restriction that is gone.

@@ -75,6 +75,10 @@ async def test_each_envelope_of_a_batch_gets_its_own_answer_in_order(
             if r.__dict__.get("request_id") == request_ids[n]
         ]
         assert any(mid in line for line in lines), (n, lines)
+    # Of the two copies one was stored and the other answered as a repeat (whichever lost).
+    received = br.runtime.deliverer.metrics.received
+    outcomes = {labels[1][1]: n for labels, n in received.items() if labels[0] == ("peer", "AR")}
+    assert outcomes == {"delivered": 2, "repeat": 1, "envelope_stale": 1}
 
 
 @pytest.mark.parametrize(

@@ -116,6 +116,10 @@ async def test_replays_get_the_byte_identical_receipt_and_one_delivery(net: Netw
     )
     assert receipt.status == "delivered"
     assert await inbox_count(net["BR"]) == 1
+    # Counted as what they were: one delivery, then repeats (a sender's lost answers).
+    received = net["BR"].runtime.deliverer.metrics.received
+    assert received[(("peer", "AR"), ("outcome", "delivered"))] == 1
+    assert received[(("peer", "AR"), ("outcome", "repeat"))] == 19
 
 
 REPLAYS = 1000
