@@ -290,21 +290,32 @@ async def _not_delivered(http: aiohttp.ClientSession, clerk_url: str, token: str
     return count
 
 
-_DELIVERY_COUNTERS = ("mla_delivery_attempts_total", "mla_delivery_exchanges_total")
+# Counted by the nodes: the sender's attempts and the exchanges that carried them, and the
+# envelopes the receiver answered as repeats (sent again once stored: exactly once means none
+# here, as nothing is lost on loopback).
+_COUNTERS = (
+    (SENDER, f'mla_delivery_attempts_total{{peer="{RECIPIENT}"}}'),
+    (SENDER, f'mla_delivery_exchanges_total{{peer="{RECIPIENT}"}}'),
+    (RECIPIENT, f'mla_envelopes_received_total{{peer="{SENDER}",outcome="repeat"}}'),
+)
 
 
-async def _delivery_counts(http: aiohttp.ClientSession, clerk_url: str, token: str) -> list[float]:
-    """The sender's delivery attempts and the exchanges that carried them, from its /metrics."""
-    async with http.get(
-        f"{clerk_url}/metrics", headers={"Authorization": f"Bearer {token}"}
-    ) as resp:
-        text = await resp.text()
-    values = dict.fromkeys(_DELIVERY_COUNTERS, 0.0)
-    for line in text.splitlines():
-        name, _, value = line.partition(f'{{peer="{RECIPIENT}"}} ')
-        if name in values:
-            values[name] = float(value)
-    return list(values.values())
+async def _node_counts(http: aiohttp.ClientSession, pair: Manifest) -> list[float]:
+    """The counters above, from each node's /metrics (0 for one not counted yet)."""
+    texts = {}
+    for state in {state for state, _ in _COUNTERS}:
+        node = pair.nodes[state]
+        async with http.get(
+            f"{node.clerk_url}/metrics", headers={"Authorization": f"Bearer {node.auditor_token}"}
+        ) as resp:
+            texts[state] = await resp.text()
+    values = []
+    for state, sample in _COUNTERS:
+        found = [
+            v for n, _, v in (x.rpartition(" ") for x in texts[state].splitlines()) if n == sample
+        ]
+        values.append(float(found[0]) if found else 0.0)
+    return values
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -406,11 +417,7 @@ async def _levels(
             for side, op, servers, manifest, watcher in sides:
                 load_before = load_average()
                 sender = manifest.nodes[SENDER] if manifest else None
-                counts_before = (
-                    await _delivery_counts(http, sender.clerk_url, sender.auditor_token)
-                    if sender
-                    else None
-                )
+                counts_before = await _node_counts(http, manifest) if manifest else None
                 cpu_before = {name: cpu_seconds_of(pid) for name, pid in servers.items()}
                 stop = asyncio.Event()
                 polling = asyncio.create_task(watcher.run(stop)) if watcher else None
@@ -430,18 +437,21 @@ async def _levels(
                         await polling
                 row = {"side": side, "concurrency": concurrency, **loop.summary()}
                 row["cpu_ms_per_req"] = _cpu_ms_per_op(servers, cpu_before, loop.operations)
-                if watcher is not None and sender is not None and counts_before is not None:
+                if manifest and watcher and sender and counts_before is not None:
                     row["poll_ms"] = watcher.period_ms()
                     posts = [took for began, took in answered if began >= measure_from]
                     row["post_p50_ms"] = percentiles_ms(posts)["p50_ms"]
                     row["not_delivered"] = await _not_delivered(
                         http, sender.clerk_url, sender.token
                     )
-                    after = await _delivery_counts(http, sender.clerk_url, sender.auditor_token)
-                    attempts, exchanges = (a - b for a, b in zip(after, counts_before, strict=True))
+                    after = await _node_counts(http, manifest)
+                    attempts, exchanges, repeats = (
+                        a - b for a, b in zip(after, counts_before, strict=True)
+                    )
                     row["envelopes_per_exchange"] = (
                         round(attempts / exchanges, 2) if exchanges else None
                     )
+                    row["repeats"] = int(repeats)
                 row["load_before"], row["load_after"] = load_before, load_average()
                 rows.append(row)
                 progress(f"  e2e c={concurrency:<3} {side:<20} {row['per_s']:>9,.1f}/s")
@@ -526,7 +536,7 @@ def _cpu_label(cpu: dict[str, float | None]) -> str:
 
 def render(result: dict[str, Any]) -> str:
     header = ["side", "c", "req/s", "p50 ms", "p95 ms", "p99 ms", "POST p50", "done", "errors"]
-    header += ["poll ms", "env/exch", "server CPU ms/req", "load"]
+    header += ["poll ms", "env/exch", "repeats", "server CPU ms/req", "load"]
     lines = [
         [
             r["side"],
@@ -540,6 +550,7 @@ def render(result: dict[str, Any]) -> str:
             r["errors"] + r.get("not_delivered", 0),
             r.get("poll_ms"),
             r.get("envelopes_per_exchange"),
+            r.get("repeats"),
             _cpu_label(r["cpu_ms_per_req"]),
             load_label(r["load_before"]),
         ]
@@ -561,7 +572,8 @@ def render(result: dict[str, Any]) -> str:
     notes = [
         f"body: {s['body_bytes']:,} bytes ({s['body']}); plain aiohttp POSTs the same bytes",
         f"completion: {s['completion']} (poll ms: mean time between reads, the resolution)",
-        "POST p50: the clerk's POST alone, until its 201 (the rest of p50 is delivery)",
+        "POST p50: the clerk's POST alone, until its 201 (the rest of p50 is delivery); "
+        "repeats: envelopes the receiver got again after storing them (should be 0)",
         f"nodes: {s['nodes']}; peak RSS {peak}; network up in {result['network_up_s']} s",
         f"batches off: {s.get('singles', '-')}",
     ]
