@@ -81,8 +81,8 @@ async def test_conformance_passes_a_peer_that_fails_closed_and_catches_one_that_
             assert inbox["items"] == []  # nothing was left at the peer
 
             # A peer that takes whatever it is sent: caught.
-            async def careless(ctx: object, data: bytes, cert: bytes | None) -> bytes:
-                return b"thanks"
+            async def careless(ctx: object, data: bytes, cert: bytes | None) -> inbound.Received:
+                return inbound.Received(b"thanks")
 
             monkeypatch.setattr(inbound, "receive", careless)
             outcomes = await conformance.run_all(transport, br, directory, cases[:3])
