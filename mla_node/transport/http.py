@@ -173,7 +173,7 @@ class HttpTransport:
                     failed = single_answer(peer, resp.status, resp.content_type, body[:MAX_RECEIPT])
                     raise DeliveryError(f"{peer.state} refused a batch: {failed.refused_code}")
                 answers = unpack_answers(peer, body, len(batch), limit)
-                proof = _proof(resp.headers.get(PROOF_HEADER))
+                proof = proof_header(resp.headers.get(PROOF_HEADER))
         except DeliveryError:
             raise
         except (aiohttp.ClientError, OSError, ssl.SSLError, TimeoutError) as exc:
@@ -224,7 +224,7 @@ class HttpTransport:
             async with resp:
                 body = await read_at_most(resp, MAX_RECEIPT + 1)
                 answer = single_answer(peer, resp.status, resp.content_type, body)
-                proof = _proof(resp.headers.get(PROOF_HEADER))
+                proof = proof_header(resp.headers.get(PROOF_HEADER))
                 return dataclasses.replace(answer, proof=proof) if proof else answer
         except DeliveryError:
             raise
@@ -278,7 +278,9 @@ def single_answer(peer: NodeEntry, status: int, content_type: str, body: bytes) 
     raise DeliveryError(f"{peer.state} answered HTTP {status} ({content_type})")
 
 
-def _proof(value: str | None) -> ConsistencyProof | None:
+def proof_header(value: str | None) -> ConsistencyProof | None:
+    """The consistency proof a peer's answer carries in its header; None when there is none or
+    it cannot be read."""
     if value is None:
         return None
     try:

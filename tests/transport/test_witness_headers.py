@@ -28,8 +28,8 @@ from mla_node.transport.http import (
     PROOF_HEADER,
     RECEIPT_TYPE,
     WITNESSED_SIZE_HEADER,
-    _proof,
     make_peer_app,
+    proof_header,
     single_answer,
 )
 from mla_node.transport.problems import PROBLEM_JSON
@@ -113,9 +113,9 @@ async def test_without_a_proof_source_the_endpoint_answers_as_before() -> None:
 
 
 def test_the_sender_reads_the_proof_and_ignores_a_malformed_one() -> None:
-    assert _proof(PROOF.header_value()) == PROOF
-    assert _proof("7 12 not-base64") is None
-    assert _proof(None) is None
+    assert proof_header(PROOF.header_value()) == PROOF
+    assert proof_header("7 12 not-base64") is None
+    assert proof_header(None) is None
     net = make_network(now=NOW)
     entry = net.directory.node("BR")
     assert entry is not None
