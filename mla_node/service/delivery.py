@@ -232,9 +232,10 @@ class Deliverer:
         room = (1 if probing else self.ctx.config.delivery.max_in_flight) - len(running)
         if room <= 0 or self._stopping:
             return [], 0.0 if self._stopping else IDLE_POLL_S
-        # Those running are still queued: ask for as many more, and leave them out. Leave out
-        # also those running when the read began: one that records its receipt while the read
-        # runs can be in its answer (read before that commit) yet no longer be running.
+        # Those running are still queued: ask for as many more, and leave them out, as they were
+        # when the read began: one that records its receipt while the read runs can be in its
+        # answer (read before that commit) yet no longer be running. Only this loop starts
+        # attempts to ``peer``, so none is added meanwhile.
         busy = set(running)
         limit, worker = room + len(busy), self.ctx.worker
         due = await repo.due_for_peer(self.ctx.db, peer, now, limit, worker)
@@ -243,7 +244,7 @@ class Deliverer:
             due = await self.ctx.db.write(
                 lambda tx: repo.claim_due(tx, peer, now, limit, worker, lease_until)
             )
-        due = [i for i in due if i.message_id not in busy and i.message_id not in running][:room]
+        due = [item for item in due if item.message_id not in busy][:room]
         if self._stopping:
             return [], 0.0  # start nothing new once stop() was called
         if due:

@@ -1,13 +1,13 @@
 """Several envelopes to one peer in one HTTP exchange: the wire format (docs/protocol.md §5.2).
 
-Under load a sender often has several envelopes due to the same peer at once. Each in its own
-POST costs both nodes a whole HTTP request with its TLS records: batches took 28-29 % off the CPU
-per envelope on both nodes (docs/performance.md). A batch carries up to ``MAX_BATCH`` envelopes
-and is answered with one answer per envelope, in order, each saying what the single-envelope
-endpoint would have said: a receipt (200), a refusal with its code and signed rejection receipt
-(4xx), or a failure worth retrying (5xx). Nothing a receipt proves changes: every envelope is
-verified, stored, receipted and evidenced on its own, and a batch answered in part is retried in
-part.
+Under load a sender often has several envelopes due to the same peer at once. Each in its own POST
+costs both nodes a whole HTTP request with its TLS records: batches took 20-29 % off the CPU per
+envelope on both nodes in the runs of docs/performance.md. A batch carries up to ``MAX_BATCH``
+envelopes and is answered with one answer per envelope, in order, each saying what the
+single-envelope endpoint would have said: a receipt (200), a refusal with its code and signed
+rejection receipt (4xx), or a failure worth retrying (5xx). Nothing a receipt proves changes: every
+envelope is verified, stored, receipted and evidenced on its own, and a batch answered in part is
+retried in part.
 
 Both bodies are msgpack, decoded with the codec's limits:
 
