@@ -36,7 +36,7 @@ from mla_node.service.context import NodeContext, Principal
 from mla_node.service.views import _record_viewed, may_see_content
 from mla_node.storage import attachment_repo, repo
 from mla_node.storage.attachment_repo import AttachmentRow
-from mla_node.storage.blobs import BlobStore
+from mla_node.storage.blobs import BackgroundHash, BlobStore
 from mla_node.storage.db import Transaction
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ Read = Callable[[int], Awaitable[bytes]]  # up to n bytes of a body; b"" at its 
 
 
 class _Sealing:
-    """The worker-thread half of an upload: hash, encrypt and write one chunk at a time."""
+    """The worker-thread half of an upload: hash, encrypt and write one chunk at a time (both
+    digests on threads of their own, beside the encryption and the write)."""
 
     def __init__(self, store: BlobStore, key: bytes) -> None:
         self.sealer = stream.StreamSealer(
@@ -57,7 +58,7 @@ class _Sealing:
             os.urandom(stream.FILE_ID_LEN),
             stream.DEFAULT_CHUNK,
         )
-        self.plain = hashlib.sha256()
+        self.plain = BackgroundHash()
         self.blob = store.new_file()
         self.blob.write(self.sealer.header)
 
@@ -99,11 +100,13 @@ async def upload(
             await pending
         await asyncio.to_thread(sealing.chunk, bytes(buffer), True)
         blob_digest = await asyncio.to_thread(sealing.blob.commit)
+        plain_digest = await asyncio.to_thread(sealing.plain.digest)
     except BaseException:
         if pending is not None and not pending.done():
             with contextlib.suppress(BaseException):
                 await asyncio.shield(pending)
         sealing.blob.abort()
+        sealing.plain.close()
         raise
     now = ctx.clock()
     row = AttachmentRow(
@@ -112,7 +115,7 @@ async def upload(
         position=None,
         name=name,
         size=size,
-        sha256=sealing.plain.digest(),
+        sha256=plain_digest,
         blob_sha256=blob_digest,
         blob_size=sealing.blob.size,
         chunk_size=chunk,

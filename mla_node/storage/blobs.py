@@ -22,6 +22,8 @@ import os
 import re
 import secrets
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -63,6 +65,38 @@ class _Flusher:
         """Before the file is closed: its descriptor must not be flushed after reuse."""
         if self._thread is not None:
             self._thread.join()
+
+
+class BackgroundHash:
+    """SHA-256 of pieces given in order, hashed on a thread of its own while the caller goes on
+    (writes the piece, seals the next one). hashlib lets go of the GIL on large pieces, so on
+    two cores the hash no longer adds its time to the write's: on this project's machine both
+    run at 250-450 MB/s, and one after the other they halved a transfer's speed. At most
+    ``LAG`` pieces wait for the hash (memory stays bounded); a piece must not change after it
+    is given (``bytes``, not a buffer that is reused)."""
+
+    LAG = 2
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blob-hash")
+        self._waiting: deque[Future[None]] = deque()
+
+    def update(self, piece: bytes) -> None:
+        while len(self._waiting) >= self.LAG:
+            self._waiting.popleft().result()
+        self._waiting.append(self._pool.submit(self._hash.update, piece))
+
+    def digest(self) -> bytes:
+        """The digest of every piece given; ends the thread (nothing may be given after)."""
+        self.close()
+        while self._waiting:
+            self._waiting.popleft().result()
+        return self._hash.digest()
+
+    def close(self) -> None:
+        """Ends the thread once the pieces given are hashed (also when the file is dropped)."""
+        self._pool.shutdown(wait=True)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -135,7 +169,7 @@ class NewBlob:
         self._tmp = store._ensure(store.root / "tmp") / secrets.token_hex(16)
         self._file = self._tmp.open("xb")
         self._flusher = _Flusher(self._file.fileno())
-        self._hash = hashlib.sha256()
+        self._hash = BackgroundHash()
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -157,6 +191,7 @@ class NewBlob:
 
     def abort(self) -> None:
         self._flusher.join()
+        self._hash.close()
         with contextlib.suppress(OSError):
             self._file.close()
         self._tmp.unlink(missing_ok=True)
@@ -170,7 +205,7 @@ class PartialBlob:
         self._store = store
         self._path = path
         self._digest = digest
-        self._hash = hashlib.sha256()
+        self._hash = BackgroundHash()
         self._file = path.open("ab")
         try:
             have = self._file.tell()
@@ -181,6 +216,7 @@ class PartialBlob:
                     self._hash.update(piece)
         except BaseException:
             self._file.close()
+            self._hash.close()
             raise
         self._flusher = _Flusher(self._file.fileno())
         self.size = offset
@@ -198,6 +234,7 @@ class PartialBlob:
 
     def close(self) -> None:
         self._flusher.join()
+        self._hash.close()
         with contextlib.suppress(OSError):
             self.sync()
         self._file.close()
