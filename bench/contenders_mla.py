@@ -13,6 +13,14 @@ Two contenders:
   ``verify_receipt``. An envelope carries its body inline, padded to a power of two, and is at
   most ``MAX_ENVELOPE`` (1 MiB) long, so a payload that does not fit is reported as not
   applicable instead of being measured with the limit lifted.
+- ``mla_node_attachment``: what a node does with a file of any size, in memory: the payload
+  encrypted chunk by chunk (``protocol/stream.py``, 1 MiB chunks) with the SHA-256 of its
+  plaintext and of its ciphertext each on a thread of their own (as a clerk's upload,
+  ``service/attachments.py``); a small envelope naming it (digests, size, key); the receiver
+  checks the ciphertext's digest (as the peer endpoint does before a file enters its store),
+  opens the envelope, decrypts and checks every chunk and the plaintext digest
+  (``service/blob_transfer.verified_plaintext``, decryption and hash on two threads), and signs
+  the same receipt. Only the disk and the network are left out (part ``transfer`` has them).
 - ``mla_node_primitives``: the same cryptography with no envelope around it, for payloads of any
   size: HPKE seal and open of the payload itself, Ed25519 over ``pae(header, ciphertext)``, a
   SHA-256 digest, and the same signed receipt. No msgpack framing, no padding, no size limit:
@@ -25,20 +33,26 @@ Two contenders:
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 from collections.abc import Callable
 
 from bench.common import NotApplicable
-from mla_node.protocol import codec
+from mla_node.protocol import codec, stream
+from mla_node.protocol.attachments import AttachmentRef, parse_refs
 from mla_node.protocol.checkpoint import sign_checkpoint
 from mla_node.protocol.envelope import (
     MAX_ENVELOPE,
     PROTOCOL_VERSION,
     Header,
+    OpenedEnvelope,
     envelope_digest,
     open_envelope,
 )
-from mla_node.protocol.keys import Suite, hpke_seal, verify_ed25519
+from mla_node.protocol.keys import EncryptionKey, Suite, hpke_seal, verify_ed25519
 from mla_node.protocol.receipts import DELIVERED, sign_receipt, verify_receipt
+from mla_node.service.blob_transfer import verified_plaintext
+from mla_node.storage.blobs import BackgroundHash
 from tests.factory import MAX_AGE_MS, MAX_FUTURE_MS, NOW, TestNetwork, make_network
 
 SENDER, RECIPIENT = "AR", "BR"
@@ -85,6 +99,20 @@ def _receipt_round(
     )
 
 
+def _opened_at_receiver(
+    net: TestNetwork, data: bytes, my_keys: dict[str, EncryptionKey]
+) -> OpenedEnvelope:
+    return open_envelope(
+        data,
+        directory=net.directory,
+        me=RECIPIENT,
+        my_keys=my_keys,
+        now=net.now,
+        max_age_ms=MAX_AGE_MS,
+        max_future_ms=MAX_FUTURE_MS,
+    )
+
+
 def envelope_cycle(payload: bytes) -> Cycle:
     net, head = _network()
     body = {"form": "bench/1", "payload": payload}
@@ -103,17 +131,54 @@ def envelope_cycle(payload: bytes) -> Cycle:
         message_id = net.ids.next(net.now)
         data = net.seal(SENDER, RECIPIENT, body, mid=message_id, suite=SUITE)
         sent_digest = envelope_digest(data)  # the sender keeps it in its outbox row
-        opened = open_envelope(
-            data,
-            directory=net.directory,
-            me=RECIPIENT,
-            my_keys=my_keys,
-            now=net.now,
-            max_age_ms=MAX_AGE_MS,
-            max_future_ms=MAX_FUTURE_MS,
-        )
+        opened = _opened_at_receiver(net, data, my_keys)
         _receipt_round(net, head, message_id, opened.digest, sent_digest)
         received: bytes = opened.body["payload"]
+        return received
+
+    return cycle
+
+
+def attachment_cycle(payload: bytes) -> Cycle:
+    net, head = _network()
+    my_keys = net.nodes[RECIPIENT].my_keys
+    chunk = stream.DEFAULT_CHUNK
+    count = stream.chunk_count(len(payload), chunk)
+
+    def cycle() -> bytes:
+        key = os.urandom(stream.KEY_LEN)
+        sealer = stream.StreamSealer(
+            key, os.urandom(stream.NONCE_PREFIX_LEN), os.urandom(stream.FILE_ID_LEN), chunk
+        )
+        plain, cipher = BackgroundHash(), BackgroundHash()
+        pieces = [sealer.header]
+        cipher.update(sealer.header)
+        for i in range(count):
+            part = payload[i * chunk : (i + 1) * chunk]  # a node reads the file in such pieces
+            plain.update(part)
+            pieces.append(sealer.seal(part, last=i == count - 1))
+            cipher.update(pieces[-1])
+        blob = b"".join(pieces)  # where a node writes the file
+        ref = AttachmentRef(
+            name="evidence.xml",
+            size=len(payload),
+            sha256=plain.digest(),
+            blob=cipher.digest(),
+            blob_size=len(blob),
+            chunk=chunk,
+            key=key,
+        )
+        message_id = net.ids.next(net.now)
+        body = {"form": "bench/1", "attachments": [ref.as_map()]}
+        data = net.seal(SENDER, RECIPIENT, body, mid=message_id, suite=SUITE)
+        sent_digest = envelope_digest(data)
+        # The receiver: the file comes first and is stored only if its bytes hash to its name.
+        if hashlib.sha256(blob).digest() != ref.blob:
+            raise AssertionError("the file does not hash to its name")
+        opened = _opened_at_receiver(net, data, my_keys)
+        (named,) = parse_refs(opened.body["attachments"])
+        received = b"".join(verified_plaintext(io.BytesIO(blob), named))
+        _receipt_round(net, head, message_id, opened.digest, sent_digest)
         return received
 
     return cycle
@@ -168,5 +233,6 @@ def _digest(*parts: bytes) -> bytes:
 
 CONTENDERS: dict[str, Callable[[bytes], Cycle]] = {
     "mla_node": envelope_cycle,
+    "mla_node_attachment": attachment_cycle,
     "mla_node_primitives": primitives_cycle,
 }

@@ -28,7 +28,7 @@ from bench.common import (
     xml_payload,
 )
 
-MLA_CONTENDERS = ("mla_node", "mla_node_primitives")
+MLA_CONTENDERS = ("mla_node", "mla_node_attachment", "mla_node_primitives")
 PEER_CONTENDERS = ("as4", "pyas2lib")
 
 

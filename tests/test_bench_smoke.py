@@ -40,7 +40,7 @@ def test_quick_codec_part_of_mla_node_writes_the_documented_json(tmp_path: Path)
     out = tmp_path / "results.json"
     command = [
         sys.executable, "-m", "bench", "--quick", "--only", "codec",
-        "--contenders", "mla_node,mla_node_primitives",
+        "--contenders", "mla_node,mla_node_attachment,mla_node_primitives",
         "--sizes", "1024,2097152",
         "--seconds", "0.2",
         "--out", str(out),
@@ -64,14 +64,15 @@ def test_quick_codec_part_of_mla_node_writes_the_documented_json(tmp_path: Path)
     codec = results["parts"]["codec"]
     rows = {(r["contender"], r["size"]): r for r in codec["rows"]}
     assert set(rows) == {
-        ("mla_node", 1024),
-        ("mla_node_primitives", 1024),
-        ("mla_node", 2097152),
-        ("mla_node_primitives", 2097152),
+        (contender, size)
+        for contender in ("mla_node", "mla_node_attachment", "mla_node_primitives")
+        for size in (1024, 2097152)
     }
     for key in [
         ("mla_node", 1024),
+        ("mla_node_attachment", 1024),
         ("mla_node_primitives", 1024),
+        ("mla_node_attachment", 2097152),
         ("mla_node_primitives", 2097152),
     ]:
         row = rows[key]

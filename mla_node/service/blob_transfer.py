@@ -20,6 +20,7 @@ import threading
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from mla_node.errors import (
     AttachmentInvalid,
@@ -63,12 +64,21 @@ async def check_received(ctx: NodeContext, refs: Sequence[AttachmentRef]) -> Non
 
 
 def _verify(store: BlobStore, ref: AttachmentRef) -> None:
+    with store.open(ref.blob) as f:
+        for _ in verified_plaintext(f, ref):
+            pass
+
+
+def verified_plaintext(f: BinaryIO, ref: AttachmentRef) -> Iterator[bytes]:
+    """The plaintext of the encrypted file ``f``, chunk by chunk, checked against ``ref``: every
+    tag and the last-chunk flag as it goes, the size and SHA-256 once it is through (a caller
+    keeping the chunks must wait for the end before trusting them): ``AttachmentInvalid``."""
     digest = hashlib.sha256()
     size = 0
-    with store.open(ref.blob) as f:
-        for plaintext in _read_ahead(plaintext_chunks(f, ref.key, ref.chunk, ref.size)):
-            digest.update(plaintext)
-            size += len(plaintext)
+    for plaintext in _read_ahead(plaintext_chunks(f, ref.key, ref.chunk, ref.size)):
+        digest.update(plaintext)
+        size += len(plaintext)
+        yield plaintext
     if size != ref.size or digest.digest() != ref.sha256:
         raise AttachmentInvalid("the file's size or SHA-256 is not what the envelope says")
 
