@@ -225,36 +225,40 @@ class PeerBlobs:
             self._busy.discard((peer, digest))
 
     async def _receive(self, partial: PartialBlob, length: int, read: Read) -> int:
-        buffer = bytearray()
+        # The body's pieces go to the disk as they came, a list at a time (no copy into one
+        # buffer: the event loop already decrypts every byte of TLS).
+        gathered: list[bytes] = []
+        gathered_bytes = 0
         written = partial.size  # bytes handed to the disk, the write in flight included
         pending: asyncio.Future[None] | None = None
         try:
             while data := await read(PEER_WRITE):
-                if written + len(buffer) + len(data) > length:
+                if written + gathered_bytes + len(data) > length:
                     raise BlobError("the body is longer than Upload-Length says")
-                buffer += data
-                if len(buffer) >= PEER_WRITE:
-                    # One piece hashed and written in a thread while the next one arrives.
+                gathered.append(data)
+                gathered_bytes += len(data)
+                if gathered_bytes >= PEER_WRITE:
+                    # One list hashed and written in a thread while the next one arrives.
                     if pending is not None:
                         # Shielded: a cancel here leaves the write running on its thread, and
                         # the rescue below must wait for it, or it would write beside it.
                         await asyncio.shield(pending)
-                    piece, written = bytes(buffer), written + len(buffer)
-                    buffer.clear()
-                    pending = asyncio.ensure_future(asyncio.to_thread(partial.write, piece))
+                    pieces, written = gathered, written + gathered_bytes
+                    gathered, gathered_bytes = [], 0
+                    pending = asyncio.ensure_future(asyncio.to_thread(partial.write, pieces))
             if pending is not None:
                 await asyncio.shield(pending)
                 pending = None
-            await asyncio.to_thread(partial.write, bytes(buffer))
-            written += len(buffer)
-            buffer.clear()
+            await asyncio.to_thread(partial.write, gathered)
+            written += gathered_bytes
+            gathered = []
         except BaseException:
             # Keep what arrived (the sender resumes from there), fsynced.
             if pending is not None:
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(pending)
-            if buffer:
-                await asyncio.to_thread(partial.write, bytes(buffer))
+            if gathered:
+                await asyncio.to_thread(partial.write, gathered)
             await asyncio.to_thread(partial.close)
             raise
         if written < length:

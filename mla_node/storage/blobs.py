@@ -23,6 +23,7 @@ import re
 import secrets
 import threading
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -83,9 +84,17 @@ class BackgroundHash:
         self._waiting: deque[Future[None]] = deque()
 
     def update(self, piece: bytes) -> None:
+        self.update_all((piece,))
+
+    def update_all(self, pieces: Sequence[bytes]) -> None:
+        """``pieces`` in order, as one of the ``LAG`` that may wait."""
         while len(self._waiting) >= self.LAG:
             self._waiting.popleft().result()
-        self._waiting.append(self._pool.submit(self._hash.update, piece))
+        self._waiting.append(self._pool.submit(self._hash_all, tuple(pieces)))
+
+    def _hash_all(self, pieces: Sequence[bytes]) -> None:
+        for piece in pieces:
+            self._hash.update(piece)
 
     def digest(self) -> bytes:
         """The digest of every piece given; ends the thread (nothing may be given after)."""
@@ -221,11 +230,13 @@ class PartialBlob:
         self._flusher = _Flusher(self._file.fileno())
         self.size = offset
 
-    def write(self, data: bytes) -> None:
-        self._hash.update(data)
-        self._file.write(data)
-        self.size += len(data)
-        self._flusher.wrote(len(data))
+    def write(self, pieces: Sequence[bytes]) -> None:
+        """Append ``pieces`` in order (the body of a transfer as it arrived)."""
+        self._hash.update_all(pieces)
+        self._file.writelines(pieces)
+        n = sum(len(piece) for piece in pieces)
+        self.size += n
+        self._flusher.wrote(n)
 
     def sync(self) -> None:
         """Make what was received durable: a cut transfer resumes from here after a crash."""

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -143,11 +143,11 @@ async def test_a_transfer_cancelled_while_a_piece_is_written_keeps_its_bytes_in_
     disk_free, first_started = threading.Event(), threading.Event()
     original = PartialBlob.write
 
-    def slow_first_write(self: PartialBlob, data: bytes) -> None:
+    def slow_first_write(self: PartialBlob, pieces: Sequence[bytes]) -> None:
         if not first_started.is_set():
             first_started.set()
             disk_free.wait(10)
-        original(self, data)
+        original(self, pieces)
 
     monkeypatch.setattr(PartialBlob, "write", slow_first_write)
     transfer = asyncio.create_task(
