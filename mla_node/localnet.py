@@ -200,7 +200,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     before the node binds it, and the node then fails with "address in use". Below it, only a
     program binding that very port could take it. Falls back to ``bind(:0)`` if that fails.
     """
-    low, high = _PORT_RANGE[0], min(_PORT_RANGE[1], _ephemeral_low() - 1)
+    low, high = _PORT_RANGE[0], min(_PORT_RANGE[1], ephemeral_low() - 1)
     rng = random.SystemRandom()
     with ExitStack() as stack:
         ports: list[int] = []
@@ -227,7 +227,7 @@ _PORT_RANGE = (15000, 32767)
 _PORT_ATTEMPTS = 500
 
 
-def _ephemeral_low() -> int:
+def ephemeral_low() -> int:
     """The lowest port of the kernel's ephemeral range (Linux; 49152 elsewhere, as IANA says)."""
     try:
         text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()

@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 from mla_node import authority
 from mla_node.cli import cli
 from mla_node.config import load_config
-from mla_node.localnet import NETWORK_FILE, NodeRecord, _ephemeral_low, free_ports, read_manifest
+from mla_node.localnet import NETWORK_FILE, NodeRecord, ephemeral_low, free_ports, read_manifest
 from mla_node.protocol import forms
 from mla_node.runtime import MIGRATIONS
 from mla_node.service.context import Role
@@ -297,7 +297,7 @@ def test_free_ports_are_distinct_and_bindable() -> None:
     ports = free_ports(6)
     assert len(set(ports)) == 6
     # Not from the range outgoing connections take their ports from (see free_ports).
-    assert all(port < _ephemeral_low() for port in ports)
+    assert all(port < ephemeral_low() for port in ports)
     for port in ports:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
