@@ -468,13 +468,13 @@ class Deliverer:
                     receipt.at,
                 ),
             )
-            message = await repo.get_message(tx, item.message_id)
-            assert message is not None
+            case_id = await repo.case_of(tx, item.message_id)
+            assert case_id is not None  # the outbox row names a stored message
             await self.ctx.record_evidence(
                 tx,
                 event=Event.DELIVERED if delivered else Event.NOT_DELIVERED,
                 message_id=item.message_id,
-                case_id=message.case_id,
+                case_id=case_id,
                 at=now,
                 envelope_digest=item.envelope_sha256,
                 peer=peer,

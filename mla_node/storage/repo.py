@@ -144,6 +144,13 @@ async def get_message(db: Reader, message_id: str) -> MessageRow | None:
     return MessageRow.from_row(row) if row else None
 
 
+async def case_of(db: Reader, message_id: str) -> str | None:
+    """The case a message belongs to, None when there is no such message (without reading its
+    envelope and form, as ``get_message`` does)."""
+    row = await db.fetchone("SELECT case_id FROM messages WHERE id = ?", (message_id,))
+    return str(row["case_id"]) if row else None
+
+
 async def set_status(tx: Transaction, message_id: str, status: str, now: int) -> None:
     await tx.execute(
         "UPDATE messages SET status = ?, updated_at = ? WHERE id = ?", (status, now, message_id)
