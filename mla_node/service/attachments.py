@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
@@ -244,20 +243,30 @@ async def open_download(
 
 
 async def _decrypting(store: BlobStore, row: AttachmentRow) -> AsyncGenerator[bytes, None]:
+    """The plaintext, read and decrypted on a worker thread, hashed on another (the hash is the
+    slower of the two on a CPU without SHA instructions), and checked against the recorded
+    digest before its last chunk is handed on: a file that is not the one recorded never
+    reaches a client whole (a one-chunk file is an error answer, a longer one a cut download)."""
     assert row.file_key is not None
     f = await asyncio.to_thread(store.open, row.blob_sha256)
+    digest = BackgroundHash()
     try:
         pieces = plaintext_chunks(f, row.file_key, row.chunk_size, row.size)
-        digest = hashlib.sha256()
+        held: bytes | None = None
         while (plaintext := await asyncio.to_thread(_next_hashed, pieces, digest)) is not None:
-            yield plaintext
-        if digest.digest() != row.sha256:
+            if held is not None:
+                yield held
+            held = plaintext
+        if await asyncio.to_thread(digest.digest) != row.sha256:
             raise BlobCorrupt(f"the stored file {row.blob_sha256.hex()} is not the one recorded")
+        if held is not None:
+            yield held
     finally:
+        await asyncio.to_thread(digest.close)
         f.close()
 
 
-def _next_hashed(pieces: Iterator[bytes], digest: hashlib._Hash) -> bytes | None:
+def _next_hashed(pieces: Iterator[bytes], digest: BackgroundHash) -> bytes | None:
     piece = next(pieces, None)
     if piece is not None:
         digest.update(piece)

@@ -15,6 +15,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from mla_node.protocol import forms
@@ -103,6 +104,40 @@ async def test_a_file_goes_from_clerk_to_clerk_encrypted_and_verified(ar: Api, b
     log = await br.get("/api/v1/audit/log?limit=500", role="auditor")
     details = [i.get("detail") for i in log.body["items"] if i.get("event") == "viewed"]
     assert "attachment:0" in details and "attachment:1" in details
+
+
+async def test_a_stored_file_unlike_its_record_is_never_served_whole(ar: Api, br: Api) -> None:
+    """Every chunk's tag is checked as it is read, and the plaintext's digest before the last
+    chunk leaves: a file whose record names another digest is an error answer when it has one
+    chunk, a cut download when it has more; a damaged first chunk is an error answer."""
+    one = await upload(ar, b"short evidence")
+    three = await upload(ar, os.urandom(2 * (1 << 20) + 5))
+    damaged = await upload(ar, b"damaged on disk")
+    message_id = await send_with_files(ar, br, one["id"], three["id"], damaged["id"])
+    ctx = br.node.runtime.ctx
+
+    async def record_another_digest(tx: Any) -> None:
+        await tx.execute(
+            "UPDATE attachments SET sha256 = ? WHERE message_id = ? AND position < 2",
+            (bytes(32), message_id),
+        )
+
+    await ctx.db.write(record_another_digest)
+    reply = await br.get(f"/api/v1/requests/{message_id}/attachments/0")
+    assert reply.status == 503 and reply.problem()["code"] == "blob_corrupt"
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await download(br, message_id, 1)
+
+    rows = await attachment_repo.for_message(ctx.db, message_id)
+    stored = ctx.blobs.path(rows[2].blob_sha256)
+    data = bytearray(stored.read_bytes())
+    data[-20] ^= 1  # inside the first (and only) chunk's ciphertext
+    stored.chmod(0o600)
+    stored.write_bytes(bytes(data))
+    reply = await br.get(f"/api/v1/requests/{message_id}/attachments/2")
+    assert reply.status == 503 and reply.problem()["code"] == "blob_corrupt"
+    # The intact file of the same request is still served whole.
+    assert (await download(ar, message_id, 0))[2] == b"short evidence"
 
 
 async def test_who_may_download(ar: Api, br: Api) -> None:
