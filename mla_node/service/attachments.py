@@ -262,8 +262,8 @@ async def _decrypting(store: BlobStore, row: AttachmentRow) -> AsyncGenerator[by
         if held is not None:
             yield held
     finally:
-        await asyncio.to_thread(digest.close)
         f.close()
+        await asyncio.to_thread(digest.close)  # after: a cancel here must not leave f open
 
 
 def _next_hashed(pieces: Iterator[bytes], digest: BackgroundHash) -> bytes | None:
