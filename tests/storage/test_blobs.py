@@ -40,13 +40,13 @@ def test_a_slow_hash_holds_the_writer_back_after_lag_pieces() -> None:
     background._hash = held  # type: ignore[assignment]
     for i in range(BackgroundHash.LAG):
         background.update(bytes([i]))  # waiting pieces up to the bound: the writer goes on
-    third = threading.Thread(target=background.update, args=(b"\x09",))
-    third.start()
-    third.join(0.3)
-    assert third.is_alive()  # one more would pass the bound: it waits for the hash
+    one_more = threading.Thread(target=background.update, args=(b"\x09",))
+    one_more.start()
+    one_more.join(0.3)
+    assert one_more.is_alive()  # one more would pass the bound: it waits for the hash
     held.go.set()
-    third.join(10)
-    assert not third.is_alive()
+    one_more.join(10)
+    assert not one_more.is_alive()
     assert background.digest() == bytes(range(BackgroundHash.LAG)) + b"\x09"
 
 
